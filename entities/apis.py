@@ -1,0 +1,73 @@
+"""Read-only HTTP API over the entity store: `/api/entities/` and `/api/entities/<id>/`."""
+
+from __future__ import annotations
+
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import serializers, viewsets
+from rest_framework.filters import SearchFilter
+
+from entities.filters import EntityFilter, StrictOrderingFilter
+from entities.models import Entity
+from entities.selectors import entity_get, entity_list
+from mandate_wizard.openapi import ERROR_RESPONSES
+
+
+class EntityOutputSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="entity-detail")
+    has_embedding = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Entity
+        fields = [
+            "id",
+            "url",
+            "name",
+            "entity_type",
+            "data",
+            "demand_score",
+            "query_count",
+            "first_queried_at",
+            "last_queried_at",
+            "created_at",
+            "updated_at",
+            "has_embedding",
+        ]
+
+    def get_has_embedding(self, entity: Entity) -> bool:
+        return "embedding" not in entity.get_deferred_fields() and entity.embedding is not None
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List entities",
+        description="Paginated; filter by `entity_type`, search by name with `search`, order by demand fields.",
+        responses={200: EntityOutputSerializer(many=True), **ERROR_RESPONSES},
+    ),
+    retrieve=extend_schema(
+        summary="One entity",
+        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="Entity UUID")],
+        responses={
+            200: EntityOutputSerializer,
+            400: OpenApiResponse(description="Malformed id"),
+            404: OpenApiResponse(description="No entity has this id"),
+            **ERROR_RESPONSES,
+        },
+    ),
+)
+class EntityViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = EntityOutputSerializer
+    filter_backends = [DjangoFilterBackend, SearchFilter, StrictOrderingFilter]
+    filterset_class = EntityFilter
+    search_fields = ["name"]
+    ordering_fields = ["demand_score", "query_count", "last_queried_at", "first_queried_at", "name", "updated_at"]
+    ordering = ["-demand_score", "-query_count", "name"]
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self):
+        return entity_list()
+
+    def get_object(self) -> Entity:
+        entity = entity_get(self.kwargs["pk"])
+        self.check_object_permissions(self.request, entity)
+        return entity

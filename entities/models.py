@@ -1,0 +1,107 @@
+"""The entity store: people, companies, platforms, projects and deals, with their demand counters."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
+
+EMBEDDING_DIMENSIONS = 1024
+
+
+class EntityType(models.TextChoices):
+    PERSON = "person", "Person"
+    COMPANY = "company", "Company"
+    PROJECT = "project", "Project"
+    PRODUCTION_COMPANY = "production_company", "Production company"
+    PLATFORM = "platform", "Platform"
+    DEAL = "deal", "Deal"
+    GENRE = "genre", "Genre"
+    FORMAT = "format", "Format"
+
+
+class EntitySearchDocument(models.Func):
+    """The full-text document of an entity: its name (weight A) and every string value in `data` (B)."""
+
+    # Two arguments in two places of one expression: the joiner closes the first and opens the second.
+    template = "(setweight(to_tsvector('english'::regconfig, %(expressions)s, '[\"string\"]'::jsonb), 'B'))"
+    arg_joiner = "), 'A') || setweight(jsonb_to_tsvector('english'::regconfig, "
+    output_field = SearchVectorField()
+
+
+class Entity(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.TextField()
+    entity_type = models.CharField(max_length=32, choices=EntityType.choices, db_index=False)
+    data = models.JSONField(default=dict, blank=True)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # When the record's *content* last changed. Demand counters never touch it (see services).
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    demand_score = models.BigIntegerField(default=0)
+    query_count = models.BigIntegerField(default=0)
+    first_queried_at = models.DateTimeField(null=True, blank=True)
+    last_queried_at = models.DateTimeField(null=True, blank=True)
+
+    search_vector = models.GeneratedField(
+        expression=EntitySearchDocument("name", "data"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        verbose_name_plural = "entities"
+        ordering = ["-demand_score", "-query_count", "name"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(name__regex=r"^\s*$"), name="entity_name_not_blank"),
+            models.CheckConstraint(condition=models.Q(entity_type__in=EntityType.values), name="entity_type_known"),
+            models.CheckConstraint(condition=models.Q(demand_score__gte=0), name="entity_demand_score_gte_0"),
+            models.CheckConstraint(condition=models.Q(query_count__gte=0), name="entity_query_count_gte_0"),
+        ]
+        indexes = [
+            models.Index(
+                models.F("demand_score").desc(),
+                models.F("query_count").desc(),
+                "name",
+                name="entity_demand_desc",
+            ),
+            models.Index(models.F("last_queried_at").desc(nulls_last=True), name="entity_last_queried_desc"),
+            models.Index(fields=["entity_type"], name="entity_type_idx"),
+            models.Index(fields=["updated_at"], name="entity_updated_at_idx"),
+            GinIndex(fields=["name"], opclasses=["gin_trgm_ops"], name="entity_name_trgm"),
+            GinIndex(fields=["search_vector"], name="entity_search_vector"),
+            HnswIndex(
+                name="entity_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.entity_type})"
+
+
+class RefreshRequest(models.Model):
+    """One `refresh` UpdateRequest for one entity: the data team's to-do list, driven by demand."""
+
+    entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="refresh_requests")
+    event_id = models.UUIDField()
+    source = models.CharField(max_length=200, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "entity"], name="refresh_request_once_per_event"),
+        ]
+        indexes = [models.Index(fields=["entity", "-requested_at"], name="refresh_request_entity_recent")]
+
+    def __str__(self) -> str:
+        return f"refresh {self.entity_id} at {self.requested_at:%Y-%m-%d %H:%M}"

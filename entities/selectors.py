@@ -1,0 +1,32 @@
+"""Reads of the entity store."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+from rest_framework.exceptions import NotFound, ValidationError
+
+from entities.models import Entity
+
+
+def entity_list() -> QuerySet[Entity]:
+    """All entities without their embeddings (1,024 floats each are never needed in a listing)."""
+    return Entity.objects.defer("embedding", "search_vector")
+
+
+def entity_id_parse(raw: str, *, name: str = "id") -> uuid.UUID:
+    """Parse an entity id from a URL or parameter; a malformed one is a 400 that says so."""
+    try:
+        return uuid.UUID(str(raw))
+    except (TypeError, ValueError, AttributeError):
+        raise ValidationError({name: f"'{raw}' is not a valid entity id: expected a UUID."}) from None
+
+
+def entity_get(raw_id: str) -> Entity:
+    """The entity with this id: 400 when the id is malformed, 404 when no entity has it."""
+    entity_id = entity_id_parse(raw_id)
+    entity = entity_list().filter(pk=entity_id).first()
+    if entity is None:
+        raise NotFound(f"No entity has the id {entity_id}.")
+    return entity

@@ -1,0 +1,43 @@
+"""URL map. `/api/` is the browsable root that links every endpoint of the project."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+# Name shown at /api/ -> URL name. Each app adds its endpoints here.
+API_ROOT_LINKS = {
+    "entities": "entity-list",
+    "schema": "schema",
+    "docs": "swagger-ui",
+}
+
+
+class ApiRootView(APIView):
+    """Every endpoint of the Mandate Wizard API."""
+
+    permission_classes = [AllowAny]
+    schema = None
+
+    def get(self, request, format=None):
+        return Response({name: reverse(url, request=request, format=format) for name, url in API_ROOT_LINKS.items()})
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", ApiRootView.as_view(), name="api-root"),
+    path("api/", include("entities.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
+    path(
+        "api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="swagger-ui"
+    ),
+    path("api-auth/", include("rest_framework.urls")),
+]
+
+handler400 = "mandate_wizard.errors.handler400"
+handler403 = "mandate_wizard.errors.handler403"
+handler404 = "mandate_wizard.errors.handler404"
+handler500 = "mandate_wizard.errors.handler500"
