@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "mandate_wizard",
     "entities",
     "analytics",
     "streams",
