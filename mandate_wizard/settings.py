@@ -149,6 +149,18 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 
 # Stream pipeline.
 STREAM_QUERY_SIGNALS = "mandate_wizard:query_signals"
+# Answers: embeddings (entities/embeddings.py) and the answer composer (entities/answers.py).
+EMBEDDING_BACKEND = env.str("EMBEDDING_BACKEND", default="hashed")  # hashed | sentence-transformers | http
+EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="")
+EMBEDDING_URL = env.str("EMBEDDING_URL", default="")
+EMBEDDING_API_KEY = env.str("EMBEDDING_API_KEY", default="")
+EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=2.0)
+ANSWER_COMPOSER = env.str("ANSWER_COMPOSER", default="extractive")  # extractive | generative
+ANSWER_LLM_URL = env.str("ANSWER_LLM_URL", default="")  # an OpenAI-compatible .../chat/completions URL
+ANSWER_LLM_MODEL = env.str("ANSWER_LLM_MODEL", default="")
+ANSWER_LLM_API_KEY = env.str("ANSWER_LLM_API_KEY", default="")
+ANSWER_LLM_TIMEOUT = env.float("ANSWER_LLM_TIMEOUT", default=8.0)
+
 STREAM_UPDATE_REQUESTS = "mandate_wizard:update_requests"
 STREAM_DEAD_LETTER = "mandate_wizard:dead_letter"
 STREAM_CONSUMER_GROUP = "mandate_wizard_workers"
