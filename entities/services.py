@@ -1,3 +1,154 @@
 """Writes to the entity store: import, demo data, and derived search data."""
 
 from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
+from entities.imports import EntityRow, RowError, entity_rows_read
+from entities.models import Entity
+from mandate_wizard.iterables import batched
+
+# Content columns: a change to any of them moves updated_at; demand columns are never written here.
+_UPSERT_SQL = """
+    INSERT INTO entities_entity (id, name, entity_type, data, embedding, created_at, updated_at,
+                                 demand_score, query_count)
+    SELECT r.id, r.name, r.entity_type, r.data, r.embedding::vector, %(now)s, r.updated_at, 0, 0
+    FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(types)s::text[], %(data)s::jsonb[],
+                %(embeddings)s::text[], %(updated)s::timestamptz[])
+         AS r(id, name, entity_type, data, embedding, updated_at)
+    ON CONFLICT (id) DO UPDATE SET
+        name = EXCLUDED.name,
+        entity_type = EXCLUDED.entity_type,
+        data = EXCLUDED.data,
+        embedding = COALESCE(EXCLUDED.embedding, CASE
+            WHEN (entities_entity.name, entities_entity.data) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.data)
+            THEN NULL ELSE entities_entity.embedding END),
+        updated_at = %(now)s
+    WHERE (entities_entity.name, entities_entity.entity_type, entities_entity.data)
+          IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.entity_type, EXCLUDED.data)
+       OR EXCLUDED.embedding IS NOT NULL
+    RETURNING id, (xmax = 0) AS inserted
+"""
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    ids_to_embed: list[uuid.UUID] = field(default_factory=list)
+
+
+def entities_upsert(
+    *, rows: Sequence[EntityRow], updated_at: Sequence[datetime] | None = None, now: datetime | None = None
+) -> UpsertResult:
+    """Insert or update rows by id in one statement; unchanged rows are left alone (updated_at kept).
+
+    Rows without an id get a new one. Rows whose content changed lose a stale embedding unless the row
+    brings its own; the ids that need an embedding are returned for `entities_reindex`.
+    """
+    now = now or timezone.now()
+    ids = [row.id or uuid.uuid4() for row in rows]
+    params = {
+        "now": now,
+        "ids": ids,
+        "names": [row.name for row in rows],
+        "types": [row.entity_type for row in rows],
+        "data": [json.dumps(row.data) for row in rows],
+        "embeddings": [json.dumps(row.embedding) if row.embedding else None for row in rows],
+        "updated": list(updated_at) if updated_at is not None else [now] * len(rows),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT_SQL, params)
+        written = cursor.fetchall()
+    result = UpsertResult(created=sum(1 for _id, inserted in written if inserted))
+    result.updated = len(written) - result.created
+    result.unchanged = len(rows) - len(written)
+    brought = {row_id for row_id, row in zip(ids, rows, strict=True) if row.embedding}
+    result.ids_to_embed = [row_id for row_id, _inserted in written if row_id not in brought]
+    return result
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def valid(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+
+def entity_import(
+    *,
+    path: Path,
+    dry_run: bool = False,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import a JSONL or CSV file: good rows are upserted batch by batch, bad rows reported, not fatal."""
+    report = ImportReport()
+
+    def good_rows() -> Iterable[EntityRow]:
+        for item in entity_rows_read(path):
+            if progress:
+                progress(1)
+            if isinstance(item, RowError):
+                report.errors.append(item)
+            else:
+                yield item
+
+    for batch in batched(good_rows(), batch_size):
+        if dry_run:
+            report.created += len(batch)
+            continue
+        with transaction.atomic():
+            result = entities_upsert(rows=batch)
+            report.embedded += entities_reindex(entity_ids=result.ids_to_embed)
+        report.created += result.created
+        report.updated += result.updated
+        report.unchanged += result.unchanged
+    return report
+
+
+@dataclass
+class SeedReport:
+    created: int
+    existing: int
+
+
+def demo_entities_seed(
+    *,
+    count: int = DEFAULT_DEMO_COUNT,
+    seed: int = 1,
+    batch_size: int = 2000,
+    progress: Callable[[int], None] | None = None,
+) -> SeedReport:
+    """Load the deterministic demo data set; records already present (same ids) are left untouched."""
+    created = 0
+    for batch in batched(demo_entities(count=count, seed=seed), batch_size):
+        with transaction.atomic():
+            objects = [
+                Entity(id=e.id, name=e.name, entity_type=e.entity_type, data=e.data, updated_at=e.updated_at)
+                for e in batch
+            ]
+            existing = set(Entity.objects.filter(pk__in=[o.id for o in objects]).values_list("pk", flat=True))
+            new = [o for o in objects if o.id not in existing]
+            Entity.objects.bulk_create(new, ignore_conflicts=True)
+            entities_reindex(entity_ids=[o.id for o in new])
+        created += len(new)
+        if progress:
+            progress(len(batch))
+    return SeedReport(created=created, existing=count - created)

@@ -159,14 +159,15 @@ class EmbeddedPostgres:
             "start",
         )
         _wait_for(lambda: _port_open(self.port), 30, "PostgreSQL")
-        exists = self._psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+        # The database name is ours (a constant or a test's), never user input.
+        exists = self._psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")  # noqa: S608
         if exists.strip() != "1":
             self._psql("postgres", f'CREATE DATABASE "{self.database}"')
 
     def _psql(self, database: str, sql: str) -> str:
         result = subprocess.run(
-            [str(self._bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
-            + ["-d", database, "-tAc", sql],
+            [str(self._bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database]
+            + ["-tAc", sql],
             check=True,
             capture_output=True,
             text=True,

@@ -85,6 +85,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL")
 # Publishing must never slow an answer: a short socket timeout, then the outbox takes the events.
 REDIS_PUBLISH_TIMEOUT = env.float("REDIS_PUBLISH_TIMEOUT", default=0.25)
+# After a failed publish, answers skip Redis (outbox only) for this long before trying it again.
+REDIS_PUBLISH_RETRY_SECONDS = env.float("REDIS_PUBLISH_RETRY_SECONDS", default=5.0)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -104,8 +106,9 @@ STATICFILES_DIRS = [BASE_DIR / "mandate_wizard" / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
+        # Hashed, compressed files need `collectstatic` first (the deploy build runs it).
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if not DEBUG
+        if env.bool("STATIC_MANIFEST", default=not DEBUG)
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
@@ -147,8 +150,6 @@ SIMPLE_JWT = {
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
-# Stream pipeline.
-STREAM_QUERY_SIGNALS = "mandate_wizard:query_signals"
 # Answers: embeddings (entities/embeddings.py) and the answer composer (entities/answers.py).
 EMBEDDING_BACKEND = env.str("EMBEDDING_BACKEND", default="hashed")  # hashed | sentence-transformers | http
 EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="")
@@ -161,6 +162,8 @@ ANSWER_LLM_MODEL = env.str("ANSWER_LLM_MODEL", default="")
 ANSWER_LLM_API_KEY = env.str("ANSWER_LLM_API_KEY", default="")
 ANSWER_LLM_TIMEOUT = env.float("ANSWER_LLM_TIMEOUT", default=8.0)
 
+# Stream pipeline.
+STREAM_QUERY_SIGNALS = "mandate_wizard:query_signals"
 STREAM_UPDATE_REQUESTS = "mandate_wizard:update_requests"
 STREAM_DEAD_LETTER = "mandate_wizard:dead_letter"
 STREAM_CONSUMER_GROUP = "mandate_wizard_workers"

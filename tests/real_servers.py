@@ -32,6 +32,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
         redis_server.start()
         _started["redis"] = redis_server
         os.environ["REDIS_URL"] = redis_server.url
+    os.environ.setdefault("STATIC_MANIFEST", "0")
     os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789abcdefghijklmnop")
     return (yield)
 
