@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz are answered first: probes need no host check, session or login.
+    "mandate_wizard.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -168,9 +170,11 @@ ANSWER_LLM_API_KEY = env.str("ANSWER_LLM_API_KEY", default="")
 ANSWER_LLM_TIMEOUT = env.float("ANSWER_LLM_TIMEOUT", default=8.0)
 
 # Stream pipeline.
-STREAM_QUERY_SIGNALS = "mandate_wizard:query_signals"
-STREAM_UPDATE_REQUESTS = "mandate_wizard:update_requests"
-STREAM_DEAD_LETTER = "mandate_wizard:dead_letter"
+# The prefix of the stream keys; only the benchmark changes it (throwaway keys beside the real ones).
+STREAM_KEY_PREFIX = env.str("STREAM_KEY_PREFIX", default="mandate_wizard")
+STREAM_QUERY_SIGNALS = f"{STREAM_KEY_PREFIX}:query_signals"
+STREAM_UPDATE_REQUESTS = f"{STREAM_KEY_PREFIX}:update_requests"
+STREAM_DEAD_LETTER = f"{STREAM_KEY_PREFIX}:dead_letter"
 STREAM_CONSUMER_GROUP = "mandate_wizard_workers"
 # Inbox ids must outlive any redelivery window; buckets feed trending (30d current + 30d previous).
 INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", default=7)
@@ -181,6 +185,12 @@ TRENDING_MIN_QUERIES = env.int("TRENDING_MIN_QUERIES", default=3)
 STALE_MIN_DEMAND_SCORE = env.int("STALE_MIN_DEMAND_SCORE", default=5)
 STALE_DAYS_SINCE_UPDATE = env.int("STALE_DAYS_SINCE_UPDATE", default=30)
 ANALYTICS_STAFF_ONLY = env.bool("ANALYTICS_STAFF_ONLY", default=True)
+
+# Web /metrics: off (404), staff (staff login or "Authorization: Bearer METRICS_TOKEN"), any (public).
+METRICS_ACCESS = env.str("METRICS_ACCESS", default="staff")
+if METRICS_ACCESS not in ("off", "staff", "any"):
+    raise ImproperlyConfigured("METRICS_ACCESS must be one of: off, staff, any.")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_JSON = env.bool("LOG_JSON", default=False)
