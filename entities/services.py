@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
+from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
 from entities.models import Entity
 from mandate_wizard.iterables import batched
@@ -152,3 +153,62 @@ def demo_entities_seed(
         if progress:
             progress(len(batch))
     return SeedReport(created=created, existing=count - created)
+
+
+EMBED_BATCH_SIZE = 1000
+
+
+def _embeddings_store(*, ids: Sequence[uuid.UUID], rows: Sequence[tuple[str, dict]]) -> int:
+    """Embed (name, data) rows and write the vectors in one binary COPY and one UPDATE."""
+    payload = vectors_copy_binary(ids=ids, vectors=embedder().embed_entities(rows))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS entity_embedding_load (id uuid, embedding vector) ON COMMIT DROP"
+        )
+        cursor.execute("TRUNCATE entity_embedding_load")
+        with cursor.cursor.copy("COPY entity_embedding_load (id, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(payload)
+        # Derived data only: updated_at (content last changed) is deliberately left alone.
+        cursor.execute(
+            "UPDATE entities_entity AS e SET embedding = l.embedding FROM entity_embedding_load AS l WHERE e.id = l.id"
+        )
+        return cursor.rowcount
+
+
+def entity_embeddings_compute(
+    *,
+    entity_ids: Iterable[uuid.UUID] | None = None,
+    only_missing: bool = False,
+    batch_size: int = EMBED_BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """(Re)compute embeddings of these entities (all when None), batch by batch; returns how many were written."""
+    entities = Entity.objects.order_by("pk")
+    if only_missing:
+        entities = entities.filter(embedding__isnull=True)
+    written = 0
+
+    def store(batch: Sequence[tuple[uuid.UUID, str, dict]]) -> None:
+        nonlocal written
+        if batch:
+            written += _embeddings_store(ids=[row[0] for row in batch], rows=[(row[1], row[2]) for row in batch])
+        if progress:
+            progress(len(batch))
+
+    if entity_ids is not None:
+        for id_batch in batched(entity_ids, batch_size):
+            store(list(entities.filter(pk__in=id_batch).values_list("id", "name", "data")))
+        return written
+    last_id = None
+    while True:
+        page = entities.filter(pk__gt=last_id) if last_id else entities
+        batch = list(page.values_list("id", "name", "data")[:batch_size])
+        if not batch:
+            return written
+        store(batch)
+        last_id = batch[-1][0]
+
+
+def entities_reindex(*, entity_ids: Iterable[uuid.UUID]) -> int:
+    """Recompute the derived search data (embeddings) of these entities; the worker's `reindex` operation."""
+    return entity_embeddings_compute(entity_ids=entity_ids)
