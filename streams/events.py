@@ -1,0 +1,187 @@
+"""The events of the pipeline: typed definitions, their validation and their wire encoding — the one place.
+
+On the wire every event is a flat map of string fields, so any client (redis-cli, another language)
+can produce it. See docs/events.md for the format.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from entities.models import EntityType
+
+SCHEMA_VERSION = 1
+# Clocks drift; a timestamp further ahead than this is a bug in the producer, not drift.
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+MAX_ENTITY_IDS = 1000
+OPERATIONS = ("refresh", "reindex")
+
+
+class InvalidEvent(ValueError):
+    """An entry that can never be processed; `reason` says why in words a person can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp_encode(value: datetime) -> str:
+    """ISO 8601 in UTC with a `Z`, e.g. `2026-11-30T00:05:06.123456Z`."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySignal:
+    """One answer named one entity: the unit of demand."""
+
+    event_id: uuid.UUID
+    entity_id: uuid.UUID
+    entity_type: str
+    query: str
+    user_id: str
+    timestamp: datetime
+
+    @classmethod
+    def new(
+        cls, *, entity_id: uuid.UUID, entity_type: str, query: str, user_id: str = "", timestamp: datetime | None = None
+    ) -> QuerySignal:
+        return cls(
+            event_id=uuid.uuid4(),
+            entity_id=entity_id,
+            entity_type=str(entity_type),
+            query=query,
+            user_id=str(user_id),
+            timestamp=timestamp or _utc_now(),
+        )
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "v": str(SCHEMA_VERSION),
+            "event_id": str(self.event_id),
+            "entity_id": str(self.entity_id),
+            "entity_type": self.entity_type,
+            "query": self.query,
+            "user_id": self.user_id,
+            "timestamp": timestamp_encode(self.timestamp),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """A request to refresh (record for the data team) or reindex (recompute search data) entities."""
+
+    event_id: uuid.UUID
+    entity_ids: tuple[uuid.UUID, ...]
+    operation: str
+    source: str
+    timestamp: datetime = field(default_factory=_utc_now)
+
+    @classmethod
+    def new(
+        cls, *, entity_ids: tuple[uuid.UUID, ...] | list[uuid.UUID], operation: str, source: str = ""
+    ) -> UpdateRequest:
+        return cls(
+            event_id=uuid.uuid4(),
+            entity_ids=tuple(entity_ids),
+            operation=operation,
+            source=source,
+            timestamp=_utc_now(),
+        )
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "v": str(SCHEMA_VERSION),
+            "event_id": str(self.event_id),
+            "entity_ids": json.dumps([str(entity_id) for entity_id in self.entity_ids]),
+            "operation": self.operation,
+            "source": self.source,
+            "timestamp": timestamp_encode(self.timestamp),
+        }
+
+
+def _required(fields: dict, name: str) -> str:
+    value = fields.get(name)
+    if value is None:
+        raise InvalidEvent(f"missing field '{name}'")
+    return value
+
+
+def _uuid(value: object, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidEvent(f"'{name}' is not a UUID: {str(value)[:80]!r}") from None
+
+
+def _timestamp(value: str, now: datetime) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(f"'timestamp' is not ISO 8601: {value[:80]!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent(f"'timestamp' has no 'Z' or UTC offset: {value[:80]!r}")
+    if parsed - now > MAX_FUTURE_SKEW:
+        raise InvalidEvent(f"'timestamp' is more than 5 minutes in the future: {value}")
+    return parsed
+
+
+def _version(fields: dict) -> None:
+    version = fields.get("v", str(SCHEMA_VERSION))
+    if version != str(SCHEMA_VERSION):
+        raise InvalidEvent(f"unsupported schema version 'v'={version[:20]!r} (this worker reads {SCHEMA_VERSION})")
+
+
+def query_signal_parse(fields: dict, *, now: datetime | None = None) -> QuerySignal:
+    """Validate and decode a QuerySignal entry; raise InvalidEvent."""
+    _version(fields)
+    now = now or _utc_now()
+    event_id = _uuid(_required(fields, "event_id"), "event_id")
+    entity_id = _uuid(_required(fields, "entity_id"), "entity_id")
+    entity_type = _required(fields, "entity_type")
+    if entity_type not in EntityType.values:
+        raise InvalidEvent(f"unknown entity_type {entity_type[:40]!r}")
+    query = _required(fields, "query")
+    user_id = _required(fields, "user_id")
+    timestamp = _timestamp(_required(fields, "timestamp"), now)
+    return QuerySignal(event_id, entity_id, entity_type, query, user_id, timestamp)
+
+
+def update_request_parse(fields: dict, *, now: datetime | None = None) -> UpdateRequest:
+    """Validate and decode an UpdateRequest entry; raise InvalidEvent."""
+    _version(fields)
+    now = now or _utc_now()
+    event_id = _uuid(_required(fields, "event_id"), "event_id")
+    raw_ids = _required(fields, "entity_ids")
+    try:
+        decoded = json.loads(raw_ids)
+    except ValueError:
+        raise InvalidEvent(f"'entity_ids' is not a JSON array: {raw_ids[:80]!r}") from None
+    if not isinstance(decoded, list) or not decoded:
+        raise InvalidEvent("'entity_ids' must be a non-empty JSON array of UUID strings")
+    if len(decoded) > MAX_ENTITY_IDS:
+        raise InvalidEvent(f"'entity_ids' has {len(decoded)} ids; at most {MAX_ENTITY_IDS} per request")
+    entity_ids = tuple(dict.fromkeys(_uuid(value, "entity_ids") for value in decoded))
+    operation = _required(fields, "operation")
+    if operation not in OPERATIONS:
+        raise InvalidEvent(f"unknown operation {operation[:40]!r} (known: {', '.join(OPERATIONS)})")
+    source = _required(fields, "source")
+    timestamp = _timestamp(_required(fields, "timestamp"), now)
+    return UpdateRequest(event_id, entity_ids, operation, source, timestamp)
+
+
+def event_parse(stream: str, fields: dict, *, now: datetime | None = None) -> QuerySignal | UpdateRequest:
+    """Decode an entry read from `stream`; raise InvalidEvent with a readable reason."""
+    if stream == settings.STREAM_QUERY_SIGNALS:
+        return query_signal_parse(fields, now=now)
+    if stream == settings.STREAM_UPDATE_REQUESTS:
+        return update_request_parse(fields, now=now)
+    raise InvalidEvent(f"no event type is read from stream {stream!r}")

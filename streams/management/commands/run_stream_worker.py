@@ -1,0 +1,92 @@
+"""Run a stream worker: count QuerySignals and apply UpdateRequests until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+
+import redis
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError
+
+from mandate_wizard.metrics import worker_metrics_serve
+from streams.worker import MAX_BACKOFF, StopRequested, StreamWorker, default_consumer_name
+
+logger = logging.getLogger("streams.worker")
+
+
+class Command(BaseCommand):
+    help = "Consume the event streams: validate, count exactly once, dead-letter bad entries."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--consumer", default=None, help="Consumer name (default: host name + pid).")
+        parser.add_argument("--batch-size", type=int, default=1000, help="Entries per read (default 1000).")
+        parser.add_argument("--block-ms", type=int, default=1000, help="How long a read waits for new entries.")
+        parser.add_argument(
+            "--max-deliveries", type=int, default=5, help="Deliveries after which an entry is dead-lettered."
+        )
+        parser.add_argument(
+            "--claim-idle-ms", type=int, default=60_000, help="Reclaim entries idle this long on another consumer."
+        )
+        parser.add_argument(
+            "--streams",
+            nargs="+",
+            default=None,
+            help=f"Streams to read (default: {settings.STREAM_QUERY_SIGNALS} {settings.STREAM_UPDATE_REQUESTS}).",
+        )
+        parser.add_argument("--metrics-port", type=int, default=0, help="Serve Prometheus metrics on this port.")
+
+    def handle(self, *args, **options):
+        stopping = False
+
+        def request_stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+        worker = StreamWorker(
+            consumer=options["consumer"] or default_consumer_name(),
+            streams=options["streams"],
+            batch_size=options["batch_size"],
+            block_ms=options["block_ms"],
+            max_deliveries=options["max_deliveries"],
+            claim_idle_ms=options["claim_idle_ms"],
+            stop_requested=lambda: stopping,
+        )
+        if options["metrics_port"]:
+            worker_metrics_serve(port=options["metrics_port"])
+        logger.info("worker %s reading %s", worker.consumer, ", ".join(worker.streams))
+        ready = False
+        delay = 0.1
+        while not stopping:
+            try:
+                if not ready:
+                    worker.groups_ensure()
+                    ready = True
+                worker.run_once()
+                delay = 0.1
+            except StopRequested:
+                break
+            except (redis.RedisError, DatabaseError) as error:
+                worker.stats.transient_errors += 1
+                logger.warning("%s: %s; retrying in %.1f s", type(error).__name__, error, delay)
+                deadline = time.monotonic() + delay
+                while not stopping and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                delay = min(delay * 2, MAX_BACKOFF)
+        with contextlib.suppress(redis.RedisError):
+            worker.heartbeat_clear()
+        stats = worker.stats
+        logger.info(
+            "worker %s stopped: %d events counted, %d duplicates, %d dead-lettered in %d batches",
+            worker.consumer,
+            stats.events_processed,
+            stats.duplicates_skipped,
+            stats.dead_lettered,
+            stats.batches,
+        )

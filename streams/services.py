@@ -1,0 +1,303 @@
+"""Writes of the event pipeline: apply batches exactly once, settle stream entries, the outbox, the inbox.
+
+Exactly-once effects: a batch's event ids go into the inbox table (ProcessedEvent) in the same
+transaction as the counters they move, and only ids that were not there yet move anything. An entry is
+acknowledged in Redis only after that transaction commits, so a crash at any instant either redelivers
+an entry (whose id the inbox then skips) or has already counted and acknowledged it.
+
+Lock order, so that parallel workers never deadlock: entity rows (sorted by id), then inbox ids (sorted),
+then demand buckets (sorted by entity, hour) and refresh requests (sorted by entity, event).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from analytics.services import demand_buckets_add
+from streams.events import QuerySignal, UpdateRequest, timestamp_encode
+from streams.models import OutboxEvent
+from streams.redis import redis_client
+
+logger = logging.getLogger(__name__)
+
+# The dead-letter stream is for people to read; keep about this many of the most recent entries.
+DEAD_LETTER_MAXLEN = 100_000
+OUTBOX_RELAY_CHUNK = 500
+INBOX_PRUNE_CHUNK = 10_000
+
+
+@dataclass
+class ApplyResult:
+    """What one apply did: `applied` new events, `duplicates` already counted, `rejected` by input index."""
+
+    applied: int = 0
+    duplicates: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeadEntry:
+    """A stream entry that can never be processed, on its way to the dead-letter stream."""
+
+    stream: str
+    entry_id: str
+    fields: Mapping[str, str]
+    reason: str
+    deliveries: int = 1
+
+
+def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Lock the existing entities among `entity_ids` in id order; return the ids that exist."""
+    ids = sorted(set(entity_ids))
+    if not ids:
+        return set()
+    cursor.execute(
+        "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+        [ids],
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _inbox_record(cursor, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Insert `event_ids` into the inbox; return those that were not there (the ones to count)."""
+    if not event_ids:
+        return set()
+    cursor.execute(
+        """
+        INSERT INTO streams_processedevent (event_id, processed_at)
+        SELECT event_id, now() FROM unnest(%s::uuid[]) AS batch(event_id) ORDER BY event_id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+        """,
+        [sorted(event_ids)],
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _first_per_event(items: Sequence, known: set[uuid.UUID], key) -> tuple[list[int], int]:
+    """Indexes of the first item per event id among items whose entities all exist; count repeats."""
+    seen: set[uuid.UUID] = set()
+    keep: list[int] = []
+    repeats = 0
+    for index, item in enumerate(items):
+        if not key(item) <= known:
+            continue
+        if item.event_id in seen:
+            repeats += 1
+            continue
+        seen.add(item.event_id)
+        keep.append(index)
+    return keep, repeats
+
+
+def _hour(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def query_signals_apply(*, signals: Sequence[QuerySignal]) -> ApplyResult:
+    """Count `signals` exactly once: inbox, entity counters and hourly buckets in one transaction.
+
+    Signals naming an entity that does not exist are rejected (not counted). Counters move only by
+    database-side arithmetic; `first_queried_at`/`last_queried_at` take LEAST/GREATEST, so late and
+    out-of-order events land correctly; `updated_at` (content changes) is never touched.
+    """
+    result = ApplyResult()
+    if not signals:
+        return result
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        known = _entities_lock(cursor, (signal.entity_id for signal in signals))
+        for index, signal in enumerate(signals):
+            if signal.entity_id not in known:
+                result.rejected[index] = f"unknown entity_id {signal.entity_id}"
+        keep, repeats = _first_per_event(signals, known, lambda signal: {signal.entity_id})
+        new_ids = _inbox_record(cursor, [signals[index].event_id for index in keep])
+        fresh = [signals[index] for index in keep if signals[index].event_id in new_ids]
+        result.applied = len(fresh)
+        result.duplicates = repeats + len(keep) - len(fresh)
+        if not fresh:
+            return result
+
+        per_entity: dict[uuid.UUID, list] = {}
+        per_hour: Counter[tuple[uuid.UUID, datetime]] = Counter()
+        for signal in fresh:
+            stats = per_entity.get(signal.entity_id)
+            if stats is None:
+                per_entity[signal.entity_id] = [1, signal.timestamp, signal.timestamp]
+            else:
+                stats[0] += 1
+                if signal.timestamp < stats[1]:
+                    stats[1] = signal.timestamp
+                if signal.timestamp > stats[2]:
+                    stats[2] = signal.timestamp
+            per_hour[(signal.entity_id, _hour(signal.timestamp))] += 1
+        ids = sorted(per_entity)
+        cursor.execute(
+            """
+            UPDATE entities_entity AS entity SET
+                demand_score = entity.demand_score + batch.n,
+                query_count = entity.query_count + batch.n,
+                first_queried_at = LEAST(entity.first_queried_at, batch.first_at),
+                last_queried_at = GREATEST(entity.last_queried_at, batch.last_at)
+            FROM unnest(%s::uuid[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+                AS batch(id, n, first_at, last_at)
+            WHERE entity.id = batch.id
+            """,
+            [
+                ids,
+                [per_entity[entity_id][0] for entity_id in ids],
+                [per_entity[entity_id][1] for entity_id in ids],
+                [per_entity[entity_id][2] for entity_id in ids],
+            ],
+        )
+        demand_buckets_add(counts=per_hour)
+    return result
+
+
+def update_requests_apply(*, requests: Sequence[UpdateRequest]) -> ApplyResult:
+    """Apply UpdateRequests exactly once: `refresh` records RefreshRequest rows, `reindex` recomputes.
+
+    A request naming any entity that does not exist is rejected whole.
+    """
+    result = ApplyResult()
+    if not requests:
+        return result
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        known = _entities_lock(cursor, (entity_id for request in requests for entity_id in request.entity_ids))
+        for index, request in enumerate(requests):
+            missing = [str(entity_id) for entity_id in request.entity_ids if entity_id not in known]
+            if missing:
+                result.rejected[index] = f"unknown entity_ids {', '.join(missing[:5])}" + (
+                    f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                )
+        keep, repeats = _first_per_event(requests, known, lambda request: set(request.entity_ids))
+        new_ids = _inbox_record(cursor, [requests[index].event_id for index in keep])
+        fresh = [requests[index] for index in keep if requests[index].event_id in new_ids]
+        result.applied = len(fresh)
+        result.duplicates = repeats + len(keep) - len(fresh)
+
+        refresh_rows = sorted(
+            (entity_id, request.event_id, request.source, request.timestamp)
+            for request in fresh
+            if request.operation == "refresh"
+            for entity_id in request.entity_ids
+        )
+        if refresh_rows:
+            entity_ids, event_ids, sources, requested = (list(column) for column in zip(*refresh_rows, strict=True))
+            cursor.execute(
+                """
+                INSERT INTO entities_refreshrequest (entity_id, event_id, source, requested_at)
+                SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::timestamptz[])
+                ON CONFLICT (event_id, entity_id) DO NOTHING
+                """,
+                [entity_ids, event_ids, sources, requested],
+            )
+        reindex_ids = {
+            entity_id for request in fresh if request.operation == "reindex" for entity_id in request.entity_ids
+        }
+        if reindex_ids:
+            from entities.services import entities_reindex
+
+            entities_reindex(entity_ids=sorted(reindex_ids))
+    return result
+
+
+def stream_entries_settle(
+    *, client: redis.Redis, acks: Mapping[str, Sequence[str]], dead: Sequence[DeadEntry] = ()
+) -> None:
+    """Dead-letter `dead` and acknowledge every id in `acks` in ONE MULTI/EXEC.
+
+    Because the copy and the acknowledgement commit together, an entry is dead-lettered exactly once
+    even if the worker dies at any instant around this call.
+    """
+    if not any(acks.values()) and not dead:
+        return
+    now = timestamp_encode(timezone.now())
+    pipe = client.pipeline(transaction=True)
+    for entry in dead:
+        fields = dict(entry.fields)
+        fields.update(
+            dead_reason=entry.reason,
+            source_stream=entry.stream,
+            source_id=entry.entry_id,
+            dead_at=now,
+            deliveries=str(entry.deliveries),
+        )
+        pipe.xadd(settings.STREAM_DEAD_LETTER, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+    for stream, ids in acks.items():
+        if ids:
+            pipe.xack(stream, settings.STREAM_CONSUMER_GROUP, *ids)
+    pipe.execute()
+
+
+def outbox_events_add(*, entries: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+    """Keep entries that could not be published, to be relayed when Redis is reachable."""
+    OutboxEvent.objects.bulk_create([OutboxEvent(stream=stream, fields=dict(fields)) for stream, fields in entries])
+
+
+def outbox_relay(*, limit: int = 10_000) -> int:
+    """Publish up to `limit` outbox entries to Redis (oldest first) and delete them; return how many.
+
+    Rows are locked with SKIP LOCKED so that parallel relays do not send the same rows; a crash
+    between XADD and the delete sends a row twice, which the inbox makes harmless. Raises
+    redis.RedisError (after counting the attempt) when Redis is unreachable.
+    """
+    relayed = 0
+    while relayed < limit:
+        failed: tuple[list[int], redis.RedisError] | None = None
+        with transaction.atomic():
+            rows = list(
+                OutboxEvent.objects.select_for_update(skip_locked=True)
+                .order_by("id")
+                .values_list("id", "stream", "fields")[: min(OUTBOX_RELAY_CHUNK, limit - relayed)]
+            )
+            if not rows:
+                break
+            ids = [row_id for row_id, _stream, _fields in rows]
+            try:
+                pipe = redis_client().pipeline(transaction=False)
+                for _row_id, stream, fields in rows:
+                    pipe.xadd(stream, fields)
+                pipe.execute()
+            except redis.RedisError as error:
+                failed = (ids, error)
+            else:
+                OutboxEvent.objects.filter(id__in=ids).delete()
+                relayed += len(rows)
+        if failed:
+            OutboxEvent.objects.filter(id__in=failed[0]).update(attempts=F("attempts") + 1)
+            raise failed[1]
+    if relayed:
+        logger.info("outbox: relayed %d events to Redis", relayed)
+    return relayed
+
+
+def inbox_prune(*, retention: timedelta | None = None) -> int:
+    """Delete inbox ids older than settings.INBOX_RETENTION_DAYS (in chunks); return how many."""
+    retention = retention if retention is not None else timedelta(days=settings.INBOX_RETENTION_DAYS)
+    cutoff = timezone.now() - retention
+    deleted = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                DELETE FROM streams_processedevent WHERE event_id IN (
+                    SELECT event_id FROM streams_processedevent WHERE processed_at < %s LIMIT %s
+                )
+                """,
+                [cutoff, INBOX_PRUNE_CHUNK],
+            )
+            count = cursor.rowcount
+        deleted += count
+        if count < INBOX_PRUNE_CHUNK:
+            return deleted

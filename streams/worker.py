@@ -1,0 +1,428 @@
+"""The stream worker's unit of work: read a batch, validate, apply in one transaction, acknowledge.
+
+`manage.py run_stream_worker` is a thin loop around `StreamWorker.run_once()`. Tests and the
+benchmark call the same methods. See docs/events.md for the guarantees and why they hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+
+from mandate_wizard.metrics import WORKER_EVENTS_PROCESSED, worker_batch_observe
+from streams.events import InvalidEvent, QuerySignal, UpdateRequest, event_parse, timestamp_encode
+from streams.redis import redis_client
+from streams.services import (
+    DeadEntry,
+    inbox_prune,
+    outbox_relay,
+    query_signals_apply,
+    stream_entries_settle,
+    update_requests_apply,
+)
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_PREFIX = "mandate_wizard:workers:"
+HEARTBEAT_TTL_SECONDS = 30
+HEARTBEAT_INTERVAL = 1.0
+TRIM_INTERVAL = 1.0
+OUTBOX_INTERVAL = 1.0
+CONSUMER_PRUNE_INTERVAL = 30.0
+INBOX_PRUNE_INTERVAL = 600.0
+MAX_BACKOFF = 5.0
+
+DB_TRANSIENT = (OperationalError, InterfaceError)
+REDIS_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+
+
+class StopRequested(Exception):
+    """Raised inside a retry wait when the worker was asked to stop; the batch stays pending."""
+
+
+def heartbeat_key(consumer: str) -> str:
+    return f"{HEARTBEAT_PREFIX}{consumer}"
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class WorkerStats:
+    """The worker's running totals, for its log lines, its heartbeat and the benchmark.
+
+    Prometheus sees the same numbers through mandate_wizard.metrics.worker_batch_observe.
+    """
+
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    events_processed: int = 0
+    duplicates_skipped: int = 0
+    dead_lettered: int = 0
+    entries_acked: int = 0
+    entries_claimed: int = 0
+    outbox_relayed: int = 0
+    batches: int = 0
+    batch_seconds_total: float = 0.0
+    last_batch_size: int = 0
+    last_batch_seconds: float = 0.0
+    last_batch_at: datetime | None = None
+    transient_errors: int = 0
+
+    def batch_record(self, *, size: int, seconds: float) -> None:
+        self.batches += 1
+        self.batch_seconds_total += seconds
+        self.last_batch_size = size
+        self.last_batch_seconds = seconds
+        self.last_batch_at = datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Entry:
+    stream: str
+    entry_id: str
+    fields: dict[str, str] | None
+    deliveries: int = 1
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _id_after(entry_id: str) -> str:
+    ms, seq = _id_key(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+class StreamWorker:
+    """One consumer of the group. Not thread-safe; one per process."""
+
+    def __init__(
+        self,
+        *,
+        consumer: str | None = None,
+        streams: Sequence[str] | None = None,
+        batch_size: int = 1000,
+        block_ms: int = 1000,
+        max_deliveries: int = 5,
+        claim_idle_ms: int = 60_000,
+        stop_requested: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.consumer = consumer or default_consumer_name()
+        self.streams = list(streams or (settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS))
+        self.group = settings.STREAM_CONSUMER_GROUP
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self.stop_requested = stop_requested
+        self.stats = WorkerStats()
+        # A blocking read must not hit the socket timeout; a hung server must not hang us forever.
+        self.client = redis_client(timeout=block_ms / 1000 + 10)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        # Our own pending entries (after a restart under the same name, a failure or a claim) come first.
+        self._history = True
+        self._history_count = batch_size
+        self._due: dict[str, float] = {}
+        self._claim_cursor: dict[str, str] = {}
+
+    # -- setup and housekeeping ---------------------------------------------------------------------------
+
+    def groups_ensure(self) -> None:
+        """Create the group on every stream (MKSTREAM, from the beginning) unless it exists."""
+        for stream in self.streams:
+            try:
+                self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+
+    def _due_now(self, what: str, interval: float) -> bool:
+        now = time.monotonic()
+        if now < self._due.get(what, 0.0):
+            return False
+        self._due[what] = now + interval
+        return True
+
+    def heartbeat(self) -> None:
+        """Refresh this worker's heartbeat hash (expires on its own when the worker stops)."""
+        key = heartbeat_key(self.consumer)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(
+            key,
+            mapping={
+                "consumer": self.consumer,
+                "started_at": timestamp_encode(self.stats.started_at),
+                "events_processed": self.stats.events_processed,
+                "last_batch_at": timestamp_encode(self.stats.last_batch_at) if self.stats.last_batch_at else "",
+                "pid": self.pid,
+                "host": self.host,
+            },
+        )
+        pipe.expire(key, HEARTBEAT_TTL_SECONDS)
+        pipe.execute()
+
+    def heartbeat_clear(self) -> None:
+        self.client.delete(heartbeat_key(self.consumer))
+
+    def streams_trim(self) -> int:
+        """Trim each stream below the oldest entry any group still needs; return entries removed.
+
+        The bound is the smaller of each group's oldest pending id and the id just after its
+        last-delivered id, so neither an unacknowledged nor an undelivered entry is ever dropped.
+        """
+        removed = 0
+        for stream in self.streams:
+            try:
+                groups = self.client.xinfo_groups(stream)
+            except redis.ResponseError:
+                continue  # no such stream yet
+            if not groups:
+                continue  # nobody consumes it: keep everything
+            bounds = []
+            for group in groups:
+                bounds.append(_id_after(group["last-delivered-id"]))
+                if group["pending"]:
+                    bounds.append(self.client.xpending(stream, group["name"])["min"])
+            removed += self.client.xtrim(stream, minid=min(bounds, key=_id_key), approximate=True)
+        return removed
+
+    def consumers_prune(self) -> int:
+        """Remove other consumers that own no pending entry, are idle and have no live heartbeat."""
+        removed = 0
+        for stream in self.streams:
+            try:
+                consumers = self.client.xinfo_consumers(stream, self.group)
+            except redis.ResponseError:
+                continue
+            for consumer in consumers:
+                name = consumer["name"]
+                if name == self.consumer or consumer["pending"] or consumer["idle"] < self.claim_idle_ms:
+                    continue
+                if self.client.exists(heartbeat_key(name)):
+                    continue
+                self.client.xgroup_delconsumer(stream, self.group, name)
+                removed += 1
+        return removed
+
+    def entries_claim(self) -> list[Entry]:
+        """Take over up to batch_size entries idle on other consumers longer than claim_idle_ms.
+
+        Each call continues where the last one stopped (XAUTOCLAIM's cursor), so a long pending list
+        is walked over successive calls rather than rescanned from the start.
+        """
+        claimed: list[Entry] = []
+        for stream in self.streams:
+            cursor = self._claim_cursor.get(stream, "0-0")
+            next_cursor, messages, *_deleted = self.client.xautoclaim(
+                stream, self.group, self.consumer, self.claim_idle_ms, start_id=cursor, count=self.batch_size
+            )
+            self._claim_cursor[stream] = next_cursor
+            claimed.extend(self._entries_from([(stream, messages)]))
+        if not claimed:
+            return []
+        self.stats.entries_claimed += len(claimed)
+        logger.info("claimed %d entries idle on other consumers", len(claimed))
+        return self._with_deliveries(claimed)
+
+    def housekeeping(self) -> None:
+        """Periodic chores, each at its own interval: heartbeat, outbox relay, trimming, pruning."""
+        if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
+            self.heartbeat()
+        if self._due_now("outbox", OUTBOX_INTERVAL):
+            self.stats.outbox_relayed += outbox_relay()
+        if self._due_now("trim", TRIM_INTERVAL):
+            self.streams_trim()
+        if self._due_now("consumers", CONSUMER_PRUNE_INTERVAL):
+            self.consumers_prune()
+        if self._due_now("inbox", INBOX_PRUNE_INTERVAL):
+            pruned = inbox_prune()
+            if pruned:
+                logger.info("inbox: pruned %d old event ids", pruned)
+
+    # -- the unit of work ---------------------------------------------------------------------------------
+
+    def entries_read(self) -> list[Entry]:
+        """Read our own pending entries first (history), then new ones (blocking up to block_ms)."""
+        if self._history:
+            reply = self.client.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(self.streams, "0"), count=self._history_count
+            )
+            entries = self._entries_from(reply)
+            if entries:
+                return self._with_deliveries(entries)
+            self._history = False
+            self._history_count = self.batch_size
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, dict.fromkeys(self.streams, ">"), count=self.batch_size, block=self.block_ms
+        )
+        return self._entries_from(reply)
+
+    @staticmethod
+    def _entries_from(reply) -> list[Entry]:
+        entries = []
+        for stream, messages in reply or ():
+            for entry_id, fields in messages:
+                entries.append(Entry(stream, entry_id, fields or None))
+        return entries
+
+    def _with_deliveries(self, entries: list[Entry]) -> list[Entry]:
+        """Attach each redelivered entry's delivery count (from XPENDING)."""
+        counts: dict[str, int] = {}
+        by_stream: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry)
+        for stream, items in by_stream.items():
+            ids = sorted((entry.entry_id for entry in items), key=_id_key)
+            for pending in self.client.xpending_range(
+                stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.consumer
+            ):
+                counts[pending["message_id"]] = pending["times_delivered"]
+        return [Entry(e.stream, e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
+
+    def run_once(self) -> int:
+        """One iteration: housekeeping when due, then one batch. Returns the entries handled."""
+        self.housekeeping()
+        try:
+            entries = []
+            if self._due_now("claim", min(max(self.claim_idle_ms / 4000, 0.5), 15.0)):
+                entries = self.entries_claim()
+            if not entries:
+                entries = self.entries_read()
+        except redis.ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            logger.warning("consumer group missing (Redis restarted empty?): recreating it")
+            self.groups_ensure()
+            self._history = True
+            return 0
+        if entries:
+            self.entries_handle(entries)
+        return len(entries)
+
+    def entries_handle(self, entries: Sequence[Entry]) -> None:
+        """Validate, apply in one transaction, then dead-letter and acknowledge in one MULTI."""
+        started = time.perf_counter()
+        dead: list[DeadEntry] = []
+        signals: list[QuerySignal] = []
+        signal_entries: list[Entry] = []
+        requests: list[UpdateRequest] = []
+        request_entries: list[Entry] = []
+        for entry in entries:
+            if entry.fields is None:
+                continue  # deleted from the stream while pending: nothing to do but acknowledge
+            if entry.deliveries > self.max_deliveries:
+                reason = f"delivered {entry.deliveries} times without success (max {self.max_deliveries})"
+                dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries))
+                continue
+            try:
+                event = event_parse(entry.stream, entry.fields)
+            except InvalidEvent as invalid:
+                dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, invalid.reason, entry.deliveries))
+                continue
+            if isinstance(event, QuerySignal):
+                signals.append(event)
+                signal_entries.append(entry)
+            else:
+                requests.append(event)
+                request_entries.append(entry)
+
+        try:
+            signal_result, request_result = self._apply_with_retry(signals, requests)
+        except DatabaseError:
+            # Not a connectivity problem: maybe one poisonous entry. Retry our pending entries in smaller
+            # reads so that only the culprit reaches max_deliveries and the dead-letter stream.
+            self._history = True
+            self._history_count = max(1, len(entries) // 2)
+            logger.exception("batch of %d failed; will retry in reads of %d", len(entries), self._history_count)
+            self._sleep(0.5)
+            return
+        for rejected, items in ((signal_result.rejected, signal_entries), (request_result.rejected, request_entries)):
+            for index, reason in rejected.items():
+                entry = items[index]
+                dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries))
+
+        acks: dict[str, list[str]] = {}
+        for entry in entries:
+            acks.setdefault(entry.stream, []).append(entry.entry_id)
+        try:
+            stream_entries_settle(client=self.client, acks=acks, dead=dead)
+        except redis.RedisError:
+            # Committed but not acknowledged: the entries come back and the inbox skips them.
+            self._history = True
+            raise
+
+        seconds = time.perf_counter() - started
+        stats = self.stats
+        stats.events_processed += signal_result.applied + request_result.applied
+        stats.duplicates_skipped += signal_result.duplicates + request_result.duplicates
+        stats.dead_lettered += len(dead)
+        stats.entries_acked += len(entries)
+        stats.batch_record(size=len(entries), seconds=seconds)
+        worker_batch_observe(
+            stream=settings.STREAM_QUERY_SIGNALS,
+            processed=signal_result.applied,
+            duplicates=signal_result.duplicates + request_result.duplicates,
+            dead_lettered=len(dead),
+            size=len(entries),
+            duration=seconds,
+        )
+        if request_result.applied:
+            WORKER_EVENTS_PROCESSED.labels(stream=settings.STREAM_UPDATE_REQUESTS).inc(request_result.applied)
+        logger.info(
+            "batch: %d entries, %d counted, %d duplicates, %d dead-lettered in %.1f ms",
+            len(entries),
+            signal_result.applied + request_result.applied,
+            signal_result.duplicates + request_result.duplicates,
+            len(dead),
+            seconds * 1000,
+        )
+
+    def _apply_with_retry(self, signals: list[QuerySignal], requests: list[UpdateRequest]):
+        """Apply in one transaction; while PostgreSQL is unreachable keep the batch in hand and retry.
+
+        Retrying in-process (rather than re-reading from Redis) keeps delivery counts honest: an outage
+        must not push good entries past max_deliveries.
+        """
+        delay = 0.1
+        while True:
+            try:
+                with transaction.atomic():
+                    return query_signals_apply(signals=signals), update_requests_apply(requests=requests)
+            except DB_TRANSIENT as error:
+                self.stats.transient_errors += 1
+                logger.warning("PostgreSQL unavailable (%s); retrying the batch in %.1f s", error, delay)
+                with contextlib.suppress(DatabaseError):
+                    connection.close()
+                self._sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                try:
+                    if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
+                        self.heartbeat()
+                except redis.RedisError:
+                    pass
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stop_requested():
+                raise StopRequested
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
