@@ -8,6 +8,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from mandate_wizard.metrics import MetricsView
+
 # Name shown at /api/ -> URL name. Each app adds its endpoints here.
 API_ROOT_LINKS = {
     "entities": "entity-list",
@@ -35,6 +37,7 @@ urlpatterns = [
         "api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="swagger-ui"
     ),
     path("api-auth/", include("rest_framework.urls")),
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]
 
 handler400 = "mandate_wizard.errors.handler400"

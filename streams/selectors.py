@@ -1,0 +1,168 @@
+"""Reads for operators: the streams' state (length, lag, pending, consumers), dead letters, outbox, workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db.models import Count, Min
+
+from streams.models import OutboxEvent
+from streams.redis import redis_client
+
+# Fields the worker adds when it moves an entry to the dead-letter stream; the rest are the original entry.
+DEAD_LETTER_META_FIELDS = ("dead_reason", "source_stream", "source_id", "dead_at", "deliveries")
+HEARTBEAT_KEY_PATTERN = "mandate_wizard:workers:*"
+# When Redis cannot report a group's lag (entries deleted after its last delivered id), count at most this.
+LAG_COUNT_CAP = 10_000
+
+
+def pipeline_streams() -> tuple[str, ...]:
+    """The streams the worker group consumes."""
+    return (settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS)
+
+
+def _entry_id(entry: Any) -> str | None:
+    return entry[0] if entry else None
+
+
+def _group_lag(client: redis.Redis, stream: str, group: dict[str, Any]) -> tuple[int, bool]:
+    """(lag, exact). Redis reports lag itself unless deletions made it unknowable; then count, capped."""
+    if group.get("lag") is not None:
+        return int(group["lag"]), True
+    after = group.get("last-delivered-id") or "0-0"
+    entries = client.xrange(stream, min=f"({after}", max="+", count=LAG_COUNT_CAP)
+    return len(entries), len(entries) < LAG_COUNT_CAP
+
+
+def stream_info(*, stream: str, client: redis.Redis | None = None) -> dict[str, Any]:
+    """One stream: length, first and last entry ids, and the worker group's consumers, pending and lag."""
+    client = client or redis_client()
+    group_name = settings.STREAM_CONSUMER_GROUP
+    empty_group = {
+        "name": group_name,
+        "exists": False,
+        "consumers": [],
+        "pending": 0,
+        "lag": 0,
+        "lag_exact": True,
+        "last_delivered_id": None,
+    }
+    try:
+        raw = client.xinfo_stream(stream)
+    except redis.ResponseError:
+        # No such key: nothing was ever published (or Redis restarted empty).
+        return {
+            "name": stream,
+            "exists": False,
+            "length": 0,
+            "first_entry_id": None,
+            "last_entry_id": None,
+            "group": empty_group,
+        }
+    info = {
+        "name": stream,
+        "exists": True,
+        "length": int(raw["length"]),
+        "first_entry_id": _entry_id(raw.get("first-entry")),
+        "last_entry_id": _entry_id(raw.get("last-entry")),
+        "group": empty_group,
+    }
+    group = next((g for g in client.xinfo_groups(stream) if g["name"] == group_name), None)
+    if group is None:
+        info["group"] = {**empty_group, "lag": info["length"]}
+        return info
+    lag, exact = _group_lag(client, stream, group)
+    consumers = [
+        {"name": c["name"], "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+        for c in client.xinfo_consumers(stream, group_name)
+    ]
+    info["group"] = {
+        "name": group_name,
+        "exists": True,
+        "consumers": sorted(consumers, key=lambda c: c["name"]),
+        "pending": int(group["pending"]),
+        "lag": lag,
+        "lag_exact": exact,
+        "last_delivered_id": group.get("last-delivered-id"),
+    }
+    return info
+
+
+def workers_live(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """Workers whose heartbeat key has not expired, by consumer name."""
+    client = client or redis_client()
+    keys = sorted(client.scan_iter(match=HEARTBEAT_KEY_PATTERN, count=1000))
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    workers = []
+    for key, beat in zip(keys, pipe.execute(), strict=True):
+        if not beat:  # expired between SCAN and HGETALL
+            continue
+        workers.append(
+            {
+                "consumer": beat.get("consumer") or key.rsplit(":", 1)[-1],
+                "started_at": beat.get("started_at"),
+                "events_processed": int(beat.get("events_processed") or 0),
+                "last_batch_at": beat.get("last_batch_at") or None,
+                "pid": beat.get("pid"),
+                "host": beat.get("host"),
+            }
+        )
+    return workers
+
+
+def outbox_backlog() -> dict[str, Any]:
+    """Events waiting in the PostgreSQL outbox: how many, per stream, and since when."""
+    per_stream = {
+        row["stream"]: row["n"] for row in OutboxEvent.objects.values("stream").annotate(n=Count("id")).order_by()
+    }
+    oldest = OutboxEvent.objects.aggregate(oldest=Min("created_at"))["oldest"]
+    return {"backlog": sum(per_stream.values()), "by_stream": per_stream, "oldest_created_at": oldest}
+
+
+def dead_letter_length(*, client: redis.Redis | None = None) -> int:
+    client = client or redis_client()
+    return int(client.xlen(settings.STREAM_DEAD_LETTER))
+
+
+def streams_info(*, client: redis.Redis | None = None) -> dict[str, Any]:
+    """Everything `GET /api/events/streams/info`, `stream_status`, the dashboard and /metrics show."""
+    client = client or redis_client()
+    streams = [stream_info(stream=name, client=client) for name in pipeline_streams()]
+    return {
+        "streams": streams,
+        "totals": {
+            "length": sum(s["length"] for s in streams),
+            "pending": sum(s["group"]["pending"] for s in streams),
+            "lag": sum(s["group"]["lag"] for s in streams),
+        },
+        "dead_letter": {"name": settings.STREAM_DEAD_LETTER, "length": dead_letter_length(client=client)},
+        "outbox": outbox_backlog(),
+        "workers": workers_live(client=client),
+    }
+
+
+def dead_letter_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A dead-letter stream entry split into its reason, provenance and the original fields."""
+    original = {k: v for k, v in fields.items() if k not in DEAD_LETTER_META_FIELDS}
+    return {
+        "id": entry_id,
+        "reason": fields.get("dead_reason", ""),
+        "source_stream": fields.get("source_stream", ""),
+        "source_id": fields.get("source_id", ""),
+        "dead_at": fields.get("dead_at", ""),
+        "deliveries": fields.get("deliveries", ""),
+        "event_id": original.get("event_id", ""),
+        "fields": original,
+    }
+
+
+def dead_letter_list(*, limit: int = 100, client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """The oldest `limit` dead-letter entries (replay order), each with its reason."""
+    client = client or redis_client()
+    return [dead_letter_entry(i, f) for i, f in client.xrange(settings.STREAM_DEAD_LETTER, count=limit)]
