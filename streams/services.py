@@ -301,3 +301,101 @@ def inbox_prune(*, retention: timedelta | None = None) -> int:
         deleted += count
         if count < INBOX_PRUNE_CHUNK:
             return deleted
+
+
+@dataclass
+class ReplayOutcome:
+    """What a dead-letter replay did (or, for a dry run, would do)."""
+
+    replayed: int = 0
+    already_counted: int = 0
+    not_found: list[str] = field(default_factory=list)
+    unknown_source: int = 0
+    replayed_ids: list[str] = field(default_factory=list)
+
+
+DEAD_LETTER_REPLAY_CHUNK = 500
+
+
+def dead_letters_replay(
+    *, ids: Sequence[str] | None = None, reason_contains: str | None = None, dry_run: bool = False
+) -> ReplayOutcome:
+    """Re-publish dead-letter entries to their source stream and delete them from the dead-letter stream.
+
+    `ids` picks entries (all when None); `reason_contains` keeps only entries whose reason contains it.
+    Each entry goes back with its original fields, so its event_id is unchanged and the worker's inbox
+    counts it at most once. Entries whose event_id the inbox already holds were counted: they are only
+    deleted. Each chunk's XADDs and XDELs run in one MULTI, so an entry is never both replayed and kept.
+    """
+    from streams.models import ProcessedEvent
+    from streams.selectors import dead_letter_entry
+
+    client = redis_client()
+    dead_stream = settings.STREAM_DEAD_LETTER
+    sources = {settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS}
+    outcome = ReplayOutcome()
+
+    def chunks():
+        if ids is not None:
+            wanted = list(dict.fromkeys(ids))
+            for start in range(0, len(wanted), DEAD_LETTER_REPLAY_CHUNK):
+                part = wanted[start : start + DEAD_LETTER_REPLAY_CHUNK]
+                pipe = client.pipeline(transaction=False)
+                for entry_id in part:
+                    pipe.xrange(dead_stream, min=entry_id, max=entry_id)
+                found = []
+                for entry_id, reply in zip(part, pipe.execute(), strict=True):
+                    if reply:
+                        found.append(reply[0])
+                    else:
+                        outcome.not_found.append(entry_id)
+                yield found
+            return
+        after = "-"
+        while True:
+            page = client.xrange(dead_stream, min=after, max="+", count=DEAD_LETTER_REPLAY_CHUNK)
+            if not page:
+                return
+            yield page
+            after = f"({page[-1][0]}"
+
+    for page in chunks():
+        entries = [dead_letter_entry(entry_id, fields) for entry_id, fields in page]
+        if reason_contains:
+            entries = [entry for entry in entries if reason_contains.lower() in entry["reason"].lower()]
+        known = [entry for entry in entries if entry["source_stream"] in sources]
+        outcome.unknown_source += len(entries) - len(known)
+        event_ids = []
+        for entry in known:
+            try:
+                event_ids.append(uuid.UUID(entry["event_id"]))
+            except ValueError:
+                pass
+        counted = {
+            str(event_id)
+            for event_id in ProcessedEvent.objects.filter(event_id__in=event_ids).values_list("event_id", flat=True)
+        }
+        if dry_run:
+            outcome.already_counted += sum(1 for entry in known if entry["event_id"] in counted)
+            outcome.replayed += sum(1 for entry in known if entry["event_id"] not in counted)
+            continue
+        if not known:
+            continue
+        pipe = client.pipeline(transaction=True)
+        for entry in known:
+            if entry["event_id"] in counted:
+                outcome.already_counted += 1
+            else:
+                pipe.xadd(entry["source_stream"], entry["fields"])
+                outcome.replayed += 1
+                outcome.replayed_ids.append(entry["id"])
+            pipe.xdel(dead_stream, entry["id"])
+        pipe.execute()
+    if outcome.replayed or outcome.already_counted:
+        logger.info(
+            "dead letters: %d replayed, %d already counted (removed)%s",
+            outcome.replayed,
+            outcome.already_counted,
+            " [dry run]" if dry_run else "",
+        )
+    return outcome
