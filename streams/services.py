@@ -317,6 +317,14 @@ class ReplayOutcome:
 DEAD_LETTER_REPLAY_CHUNK = 500
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
 def dead_letters_replay(
     *, ids: Sequence[str] | None = None, reason_contains: str | None = None, dry_run: bool = False
 ) -> ReplayOutcome:
@@ -365,12 +373,7 @@ def dead_letters_replay(
             entries = [entry for entry in entries if reason_contains.lower() in entry["reason"].lower()]
         known = [entry for entry in entries if entry["source_stream"] in sources]
         outcome.unknown_source += len(entries) - len(known)
-        event_ids = []
-        for entry in known:
-            try:
-                event_ids.append(uuid.UUID(entry["event_id"]))
-            except ValueError:
-                pass
+        event_ids = [entry["event_id"] for entry in known if _is_uuid(entry["event_id"])]
         counted = {
             str(event_id)
             for event_id in ProcessedEvent.objects.filter(event_id__in=event_ids).values_list("event_id", flat=True)
