@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
@@ -156,6 +157,8 @@ def demo_entities_seed(
 
 
 EMBED_BATCH_SIZE = 1000
+HNSW_REBUILD_MIN_ROWS = 2000
+EMBEDDING_INDEX_NAME = "entity_embedding_hnsw"
 
 
 def _embeddings_store(*, ids: Sequence[uuid.UUID], rows: Sequence[tuple[str, dict]]) -> int:
@@ -182,10 +185,36 @@ def entity_embeddings_compute(
     batch_size: int = EMBED_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """(Re)compute embeddings of these entities (all when None), batch by batch; returns how many were written."""
+    """(Re)compute embeddings of these entities (all when None), batch by batch; returns how many were written.
+
+    From HNSW_REBUILD_MIN_ROWS rows on, the HNSW index is dropped and rebuilt around the writes in one
+    transaction (building it once is several times faster than inserting thousands of vectors into it);
+    readers wait for that transaction, a few seconds for the demo data.
+    """
     entities = Entity.objects.order_by("pk")
     if only_missing:
         entities = entities.filter(embedding__isnull=True)
+    ids = list(entity_ids) if entity_ids is not None else None
+    total = len(ids) if ids is not None else entities.count()
+    if total < HNSW_REBUILD_MIN_ROWS:
+        return _embeddings_compute_batches(entities=entities, ids=ids, batch_size=batch_size, progress=progress)
+    index = next(index for index in Entity._meta.indexes if index.name == EMBEDDING_INDEX_NAME)
+    with transaction.atomic():
+        with connection.schema_editor() as editor:
+            editor.remove_index(Entity, index)
+        written = _embeddings_compute_batches(entities=entities, ids=ids, batch_size=batch_size, progress=progress)
+        with connection.schema_editor() as editor:
+            editor.add_index(Entity, index)
+    return written
+
+
+def _embeddings_compute_batches(
+    *,
+    entities: QuerySet[Entity],
+    ids: list[uuid.UUID] | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> int:
     written = 0
 
     def store(batch: Sequence[tuple[uuid.UUID, str, dict]]) -> None:
@@ -195,8 +224,8 @@ def entity_embeddings_compute(
         if progress:
             progress(len(batch))
 
-    if entity_ids is not None:
-        for id_batch in batched(entity_ids, batch_size):
+    if ids is not None:
+        for id_batch in batched(ids, batch_size):
             store(list(entities.filter(pk__in=id_batch).values_list("id", "name", "data")))
         return written
     last_id = None

@@ -97,3 +97,16 @@ def test_embed_entities_command_rejects_a_bad_batch_size():
 
     with pytest.raises(CommandError, match="batch-size"):
         call_command("embed_entities", "--batch-size", "0")
+
+
+@pytest.mark.django_db
+def test_a_bulk_compute_rebuilds_the_hnsw_index_with_its_model_definition(monkeypatch):
+    monkeypatch.setattr("entities.services.HNSW_REBUILD_MIN_ROWS", 3)
+    EntityFactory.create_batch(4)
+    assert entity_embeddings_compute(batch_size=2) == 4
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'entity_embedding_hnsw'")
+        (definition,) = cursor.fetchone()
+    assert "hnsw (embedding vector_cosine_ops)" in definition
+    assert "m='16'" in definition and "ef_construction='64'" in definition
+    assert Entity.objects.filter(embedding__isnull=True).count() == 0
