@@ -13,6 +13,10 @@ from mandate_wizard.metrics import MetricsView
 # Name shown at /api/ -> URL name. Each app adds its endpoints here.
 API_ROOT_LINKS = {
     "entities": "entity-list",
+    "events-streams-info": "events-streams-info",
+    "events-update-request": "events-update-request",
+    "events-dead-letter": "events-dead-letter",
+    "events-dead-letter-replay": "events-dead-letter-replay",
     "schema": "schema",
     "docs": "swagger-ui",
 }
@@ -32,6 +36,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", ApiRootView.as_view(), name="api-root"),
     path("api/", include("entities.urls")),
+    path("api/events/", include("streams.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path(
         "api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="swagger-ui"

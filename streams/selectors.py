@@ -10,10 +10,10 @@ from django.db.models import Count, Min
 
 from streams.models import OutboxEvent
 from streams.redis import redis_client
+from streams.worker import HEARTBEAT_PREFIX
 
 # Fields the worker adds when it moves an entry to the dead-letter stream; the rest are the original entry.
 DEAD_LETTER_META_FIELDS = ("dead_reason", "source_stream", "source_id", "dead_at", "deliveries")
-HEARTBEAT_KEY_PATTERN = "mandate_wizard:workers:*"
 # When Redis cannot report a group's lag (entries deleted after its last delivered id), count at most this.
 LAG_COUNT_CAP = 10_000
 
@@ -93,7 +93,7 @@ def stream_info(*, stream: str, client: redis.Redis | None = None) -> dict[str, 
 def workers_live(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     """Workers whose heartbeat key has not expired, by consumer name."""
     client = client or redis_client()
-    keys = sorted(client.scan_iter(match=HEARTBEAT_KEY_PATTERN, count=1000))
+    keys = sorted(client.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=1000))
     if not keys:
         return []
     pipe = client.pipeline(transaction=False)
