@@ -1,8 +1,13 @@
-"""Demand over time: hourly buckets of counted QuerySignals, the source of trending and timeseries."""
+"""Demand over time: hourly buckets of counted QuerySignals and the per-entity trending windows built on them."""
 
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Cast, Sqrt
+
+# Trending timeframes: name -> window length in hours. Field suffixes of DemandWindow follow the names.
+TIMEFRAME_HOURS = {"1d": 24, "7d": 168, "30d": 720}
 
 
 class DemandBucket(models.Model):
@@ -21,3 +26,81 @@ class DemandBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity_id} {self.hour:%Y-%m-%d %H}:00 = {self.count}"
+
+
+def _trend_score(timeframe: str) -> models.Expression:
+    current, previous = F(f"current_{timeframe}"), F(f"previous_{timeframe}")
+    return Cast(current - previous, models.FloatField()) / Sqrt(Cast(previous, models.FloatField()) + 1.0)
+
+
+def _window_constraints_and_indexes() -> tuple[list, list]:
+    constraints, indexes = [], []
+    for timeframe in TIMEFRAME_HOURS:
+        constraints.append(
+            models.CheckConstraint(
+                condition=Q(**{f"current_{timeframe}__gte": 0, f"previous_{timeframe}__gte": 0}),
+                name=f"demand_window_{timeframe}_gte_0",
+            )
+        )
+        # Only rising entities can trend, so only they are indexed, in trending order.
+        indexes.append(
+            models.Index(
+                F(f"trend_score_{timeframe}").desc(),
+                F(f"current_{timeframe}").desc(),
+                condition=Q(**{f"current_{timeframe}__gt": F(f"previous_{timeframe}")}),
+                name=f"demand_window_rising_{timeframe}",
+            )
+        )
+    return constraints, indexes
+
+
+_WINDOW_CONSTRAINTS, _WINDOW_INDEXES = _window_constraints_and_indexes()
+
+
+class DemandWindow(models.Model):
+    """An entity's query counts in the current and previous window of each timeframe.
+
+    Relative to `DemandWindowState.hour` (h0): for a timeframe of H hours the current window holds
+    the buckets of hours h0-(H-1)h .. h0 and the previous one h0-(2H-1)h .. h0-Hh. Maintained by
+    `demand_buckets_add` and rolled forward by `demand_windows_roll`; entities with nothing in any
+    window have no row.
+    """
+
+    entity = models.OneToOneField(
+        "entities.Entity", on_delete=models.CASCADE, primary_key=True, related_name="demand_window"
+    )
+    current_1d = models.BigIntegerField(default=0)
+    previous_1d = models.BigIntegerField(default=0)
+    current_7d = models.BigIntegerField(default=0)
+    previous_7d = models.BigIntegerField(default=0)
+    current_30d = models.BigIntegerField(default=0)
+    previous_30d = models.BigIntegerField(default=0)
+    trend_score_1d = models.GeneratedField(
+        expression=_trend_score("1d"), output_field=models.FloatField(), db_persist=True
+    )
+    trend_score_7d = models.GeneratedField(
+        expression=_trend_score("7d"), output_field=models.FloatField(), db_persist=True
+    )
+    trend_score_30d = models.GeneratedField(
+        expression=_trend_score("30d"), output_field=models.FloatField(), db_persist=True
+    )
+
+    class Meta:
+        constraints = _WINDOW_CONSTRAINTS
+        indexes = _WINDOW_INDEXES
+
+    def __str__(self) -> str:
+        return f"{self.entity_id} 7d {self.current_7d}/{self.previous_7d}"
+
+
+class DemandWindowState(models.Model):
+    """One row (id 1): the start of the UTC hour h0 that every DemandWindow row is relative to.
+
+    `hour` is null until the windows are first built.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    hour = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"demand windows as of {self.hour}"

@@ -1,19 +1,111 @@
-"""Writes of demand history. Called by the stream worker inside its apply transaction."""
+"""Writes of demand history: hourly buckets, the trending windows built on them, and their pruning.
+
+`demand_buckets_add` is called by the stream worker inside its apply transaction; the windows
+(`DemandWindow`) move with the buckets in that same transaction, so trending is exact at all times.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from analytics.models import TIMEFRAME_HOURS, DemandBucket
+
+# Writers of buckets hold it shared, a roll holds it exclusive: a roll never misses a bucket in flight.
+DEMAND_WINDOWS_LOCK = 0x4D57_4457  # "MWDW"
+# The oldest hour any window holds is h0 - (WINDOW_SPAN_HOURS - 1)h.
+WINDOW_SPAN_HOURS = 2 * max(TIMEFRAME_HOURS.values())
+WINDOW_COLUMNS = [f"{period}_{timeframe}" for timeframe in TIMEFRAME_HOURS for period in ("current", "previous")]
+
+
+def hour_floor(moment: datetime) -> datetime:
+    """The start of the UTC hour that contains `moment`."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def window_sums_sql(*, amount: str, hour: str, h0: str) -> list[str]:
+    """SQL aggregates, one per WINDOW_COLUMNS entry: the sum of `amount` over the buckets in that window.
+
+    The one SQL statement of the window definition: for H hours the current window is the bucket hours
+    (h0 - H, h0] and the previous one (h0 - 2H, h0 - H]. Arguments are SQL expressions.
+    """
+    sums = []
+    for hours in TIMEFRAME_HOURS.values():
+        for newest, oldest in ((0, hours), (hours, 2 * hours)):
+            sums.append(
+                f"coalesce(sum({amount}) FILTER (WHERE {hour} > {h0} - interval '{oldest} hours'"
+                f" AND {hour} <= {h0} - interval '{newest} hours'), 0)"
+            )
+    return sums
+
+
+_COLUMNS = ", ".join(WINDOW_COLUMNS)
+
+_ADD_SQL = f"""
+WITH batch AS (
+    SELECT entity_id, date_trunc('hour', hour, 'UTC') AS hour, sum(amount)::bigint AS amount
+    FROM unnest(%s::uuid[], %s::timestamptz[], %s::bigint[]) AS b(entity_id, hour, amount)
+    GROUP BY 1, 2
+), buckets AS (
+    INSERT INTO analytics_demandbucket (entity_id, hour, count)
+    SELECT entity_id, hour, amount FROM batch ORDER BY 1, 2
+    ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count + EXCLUDED.count
+), state AS (
+    SELECT hour AS h0 FROM analytics_demandwindowstate WHERE id = 1 AND hour IS NOT NULL
+)
+INSERT INTO analytics_demandwindow AS w (entity_id, {_COLUMNS})
+SELECT batch.entity_id, {", ".join(window_sums_sql(amount="batch.amount", hour="batch.hour", h0="state.h0"))}
+FROM batch CROSS JOIN state
+WHERE batch.hour <= state.h0 AND batch.hour > state.h0 - interval '{WINDOW_SPAN_HOURS} hours'
+GROUP BY batch.entity_id
+ORDER BY batch.entity_id
+ON CONFLICT (entity_id) DO UPDATE SET {", ".join(f"{c} = w.{c} + EXCLUDED.{c}" for c in WINDOW_COLUMNS)}
+"""  # noqa: S608 - built from constants only
+
+_REBUILD_SQL = f"""
+INSERT INTO analytics_demandwindow (entity_id, {_COLUMNS})
+SELECT entity_id, {", ".join(window_sums_sql(amount="count", hour="hour", h0="%(h0)s::timestamptz"))}
+FROM analytics_demandbucket
+WHERE hour <= %(h0)s AND hour > %(h0)s::timestamptz - interval '{WINDOW_SPAN_HOURS} hours'
+GROUP BY entity_id
+"""  # noqa: S608 - built from constants only
+
+# Only buckets whose hour enters or leaves some window between the two h0 are read: for every
+# window edge offset k, the hours in (lo - k, hi - k].
+_EDGE_OFFSETS = sorted({0} | {hours for hours in TIMEFRAME_HOURS.values()} | {2 * h for h in TIMEFRAME_HOURS.values()})
+_EDGES_SQL = " OR ".join(
+    f"(hour > %(lo)s::timestamptz - interval '{k} hours' AND hour <= %(hi)s::timestamptz - interval '{k} hours')"
+    for k in _EDGE_OFFSETS
+)
+_NEW_SUMS = window_sums_sql(amount="count", hour="hour", h0="%(new)s::timestamptz")
+_OLD_SUMS = window_sums_sql(amount="count", hour="hour", h0="%(old)s::timestamptz")
+_DELTAS = ", ".join(f"{new} - {old} AS {c}" for new, old, c in zip(_NEW_SUMS, _OLD_SUMS, WINDOW_COLUMNS, strict=True))
+_ROLL_SQL = f"""
+MERGE INTO analytics_demandwindow AS w
+USING (
+    SELECT entity_id, {_DELTAS}
+    FROM analytics_demandbucket
+    WHERE {_EDGES_SQL}
+    GROUP BY entity_id
+) AS d ON w.entity_id = d.entity_id
+WHEN MATCHED AND {" AND ".join(f"w.{c} + d.{c} = 0" for c in WINDOW_COLUMNS)} THEN DELETE
+WHEN MATCHED THEN UPDATE SET {", ".join(f"{c} = w.{c} + d.{c}" for c in WINDOW_COLUMNS)}
+WHEN NOT MATCHED AND ({" OR ".join(f"d.{c} <> 0" for c in WINDOW_COLUMNS)}) THEN
+    INSERT (entity_id, {_COLUMNS}) VALUES (d.entity_id, {", ".join(f"d.{c}" for c in WINDOW_COLUMNS)})
+"""  # noqa: S608 - built from constants only
 
 
 def demand_buckets_add(*, counts: Mapping[tuple[uuid.UUID, datetime], int]) -> None:
-    """Add `counts[(entity_id, hour)]` to the hourly demand buckets in one set-based upsert.
+    """Add `counts[(entity_id, hour)]` to the hourly demand buckets and the trending windows.
 
-    `hour` is the UTC start of the hour. Must run inside the caller's transaction, so the buckets
-    commit or roll back together with the counters and the inbox.
+    `hour` is the UTC start of the hour (other moments are truncated to their hour). Runs inside the
+    caller's transaction, so buckets and windows commit or roll back with the counters and the inbox.
+    Two statements: one set-based upsert of the buckets and the windows, after a shared lock.
     """
     if not counts:
         return
@@ -22,13 +114,49 @@ def demand_buckets_add(*, counts: Mapping[tuple[uuid.UUID, datetime], int]) -> N
         entity_ids.append(entity_id)
         hours.append(hour)
         amounts.append(amount)
-    with connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        # Taken in its own statement: the next one then sees the state of any roll committed meanwhile.
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [DEMAND_WINDOWS_LOCK])
+        cursor.execute(_ADD_SQL, [entity_ids, hours, amounts])
+
+
+def demand_windows_roll(*, now: datetime | None = None) -> datetime:
+    """Make the windows relative to the hour of `now` (default: the current hour); return that hour.
+
+    Reads only the buckets of the hours that enter or leave a window, so a roll by one hour touches a
+    few hours of buckets. The first build, or a jump of 60 days or more, recomputes every window.
+    """
+    target = hour_floor(now or timezone.now())
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEMAND_WINDOWS_LOCK])
+        cursor.execute("SELECT hour FROM analytics_demandwindowstate WHERE id = 1")
+        row = cursor.fetchone()
+        current = row[0] if row else None
+        if current == target:
+            return target
+        if current is None or abs(target - current) >= timedelta(hours=WINDOW_SPAN_HOURS):
+            cursor.execute("DELETE FROM analytics_demandwindow")
+            cursor.execute(_REBUILD_SQL, {"h0": target})
+        else:
+            lo, hi = min(current, target), max(current, target)
+            cursor.execute(_ROLL_SQL, {"old": current, "new": target, "lo": lo, "hi": hi})
         cursor.execute(
-            """
-            INSERT INTO analytics_demandbucket (entity_id, hour, count)
-            SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::bigint[])
-            ORDER BY 1, 2
-            ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count + EXCLUDED.count
-            """,
-            [entity_ids, hours, amounts],
+            "INSERT INTO analytics_demandwindowstate (id, hour) VALUES (1, %s)"
+            " ON CONFLICT (id) DO UPDATE SET hour = EXCLUDED.hour",
+            [target],
         )
+    return target
+
+
+def demand_buckets_prune(*, now: datetime | None = None) -> int:
+    """Delete buckets older than DEMAND_BUCKET_RETENTION_DAYS; return how many were deleted.
+
+    Buckets still inside a trending window (the last 60 days) are kept whatever the setting says.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        h0 = demand_windows_roll(now=now)
+        oldest_in_windows = h0 - timedelta(hours=WINDOW_SPAN_HOURS - 1)
+        cutoff = min(now - timedelta(days=settings.DEMAND_BUCKET_RETENTION_DAYS), oldest_in_windows)
+        deleted, _ = DemandBucket.objects.filter(hour__lt=cutoff).delete()
+    return deleted

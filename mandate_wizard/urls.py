@@ -13,6 +13,10 @@ from mandate_wizard.metrics import MetricsView
 # Name shown at /api/ -> URL name. Each app adds its endpoints here.
 API_ROOT_LINKS = {
     "entities": "entity-list",
+    "analytics-demand-stats": "analytics-demand-stats",
+    "analytics-demand-top": "analytics-demand-top",
+    "analytics-demand-trending": "analytics-demand-trending",
+    "analytics-demand-stale": "analytics-demand-stale",
     "events-streams-info": "events-streams-info",
     "events-update-request": "events-update-request",
     "events-dead-letter": "events-dead-letter",
@@ -36,6 +40,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", ApiRootView.as_view(), name="api-root"),
     path("api/", include("entities.urls")),
+    path("api/analytics/demand/", include("analytics.urls")),
     path("api/events/", include("streams.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path(

@@ -1,0 +1,311 @@
+"""HTTP API of demand analytics under /api/analytics/demand/: thin views over analytics.selectors."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from analytics.selectors import (
+    ENTITY_TYPES,
+    INTERVALS,
+    TIMEFRAMES,
+    demand_entity,
+    demand_stale,
+    demand_stats,
+    demand_timeseries,
+    demand_top,
+    demand_trending,
+)
+from entities.selectors import entity_get
+from mandate_wizard.openapi import ERROR_RESPONSES, ErrorSerializer
+from mandate_wizard.pagination import int_param
+from mandate_wizard.permissions import AnalyticsAccess
+
+BIGINT_MAX = 2**63 - 1
+NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No entity has this id")}
+
+
+class IntParam:
+    """An integer query parameter: its range is validated (int_param) and documented from one place."""
+
+    def __init__(self, name: str, *, default: int, minimum: int, maximum: int, description: str):
+        self.name, self.default, self.minimum, self.maximum = name, default, minimum, maximum
+        self.description = description
+
+    def read(self, request) -> int:
+        return int_param(request, self.name, default=self.default, minimum=self.minimum, maximum=self.maximum)
+
+    def openapi(self) -> OpenApiParameter:
+        schema = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum, "default": self.default}
+        return OpenApiParameter(self.name, schema, OpenApiParameter.QUERY, description=self.description)
+
+
+class ChoiceParam:
+    """A query parameter with a fixed set of values; anything else is a 400 that lists them."""
+
+    def __init__(self, name: str, *, choices: tuple[str, ...], default: str | None, description: str):
+        self.name, self.choices, self.default, self.description = name, choices, default, description
+
+    def read(self, request) -> str | None:
+        raw = request.query_params.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        if raw not in self.choices:
+            allowed = ", ".join(self.choices)
+            raise ValidationError({self.name: f"'{raw}' is not valid: {self.name} must be one of {allowed}."})
+        return raw
+
+    def openapi(self) -> OpenApiParameter:
+        return OpenApiParameter(
+            self.name, str, OpenApiParameter.QUERY, enum=list(self.choices), default=self.default,
+            description=self.description,
+        )  # fmt: skip
+
+
+ENTITY_ID = OpenApiParameter("entity_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Entity UUID")
+
+TOP_LIMIT = IntParam("limit", default=10, minimum=1, maximum=100, description="How many entities (1-100).")
+TOP_OFFSET = IntParam("offset", default=0, minimum=0, maximum=10_000, description="How many to skip (0-10000).")
+TOP_MIN_SCORE = IntParam(
+    "min_score", default=0, minimum=0, maximum=BIGINT_MAX, description="Only entities with demand_score >= this."
+)
+TOP_ENTITY_TYPE = ChoiceParam("entity_type", choices=ENTITY_TYPES, default=None, description="Only this type.")
+
+TRENDING_TIMEFRAME = ChoiceParam(
+    "timeframe", choices=TIMEFRAMES, default="7d", description="Window length: 24, 168 or 720 hours."
+)
+TRENDING_LIMIT = IntParam("limit", default=10, minimum=1, maximum=50, description="How many entities (1-50).")
+
+STALE_LIMIT = IntParam("limit", default=10, minimum=1, maximum=100, description="How many entities (1-100).")
+STALE_MIN_SCORE = IntParam(
+    "min_demand_score", default=5, minimum=0, maximum=BIGINT_MAX, description="Stale when demand_score >= this."
+)
+STALE_DAYS = IntParam(
+    "days_since_update",
+    default=30,
+    minimum=0,
+    maximum=36_500,
+    description="Stale when updated_at is older than this many days (0-36500).",
+)
+
+TIMESERIES_DAYS = IntParam("days", default=30, minimum=1, maximum=90, description="How many days back (1-90).")
+TIMESERIES_INTERVAL = ChoiceParam("interval", choices=INTERVALS, default="day", description="Bucket size.")
+
+
+class DemandStatsApi(APIView):
+    """Totals of demand over every entity."""
+
+    permission_classes = [AnalyticsAccess]
+
+    class OutputSerializer(serializers.Serializer):
+        class EntityTypeSerializer(serializers.Serializer):
+            type = serializers.CharField()
+            count = serializers.IntegerField()
+            avg_score = serializers.FloatField()
+
+        total_entities = serializers.IntegerField()
+        total_queries = serializers.IntegerField(help_text="Sum of query_count.")
+        entities_with_demand = serializers.IntegerField(help_text="Entities with demand_score > 0.")
+        avg_demand_score = serializers.FloatField(help_text="Over entities with demand, 1 decimal; 0 when none.")
+        trending_entities = serializers.IntegerField(help_text="Entities trending over 7d.")
+        needs_update = serializers.IntegerField(help_text="Stale entities with the default criteria.")
+        top_entity_types = EntityTypeSerializer(many=True, help_text="Over entities with demand, by count.")
+
+    @extend_schema(summary="Demand totals", responses={200: OutputSerializer, **ERROR_RESPONSES})
+    def get(self, request):
+        return Response(self.OutputSerializer(demand_stats()).data)
+
+
+class DemandTopApi(APIView):
+    """Entities with the most demand."""
+
+    permission_classes = [AnalyticsAccess]
+
+    class OutputSerializer(serializers.Serializer):
+        class EntitySerializer(serializers.Serializer):
+            id = serializers.UUIDField()
+            name = serializers.CharField()
+            entity_type = serializers.CharField()
+            demand_score = serializers.IntegerField()
+            query_count = serializers.IntegerField()
+            last_queried_at = serializers.DateTimeField(allow_null=True)
+            last_updated_at = serializers.DateTimeField()
+            needs_update = serializers.BooleanField()
+
+        entities = EntitySerializer(many=True)
+        total = serializers.IntegerField(help_text="Items in this response.")
+        limit = serializers.IntegerField()
+        offset = serializers.IntegerField()
+
+    @extend_schema(
+        summary="Top entities by demand",
+        description="Ordered by demand_score desc, then query_count desc, then name.",
+        parameters=[TOP_LIMIT.openapi(), TOP_OFFSET.openapi(), TOP_MIN_SCORE.openapi(), TOP_ENTITY_TYPE.openapi()],
+        responses={200: OutputSerializer, **ERROR_RESPONSES},
+    )
+    def get(self, request):
+        limit, offset = TOP_LIMIT.read(request), TOP_OFFSET.read(request)
+        entities = demand_top(
+            limit=limit,
+            offset=offset,
+            entity_type=TOP_ENTITY_TYPE.read(request),
+            min_score=TOP_MIN_SCORE.read(request),
+        )
+        data = {"entities": entities, "total": len(entities), "limit": limit, "offset": offset}
+        return Response(self.OutputSerializer(data).data)
+
+
+class DemandTrendingApi(APIView):
+    """Entities whose demand rises: current window vs. the previous one of the same length."""
+
+    permission_classes = [AnalyticsAccess]
+
+    class OutputSerializer(serializers.Serializer):
+        class EntitySerializer(serializers.Serializer):
+            id = serializers.UUIDField()
+            name = serializers.CharField()
+            entity_type = serializers.CharField()
+            current_period_queries = serializers.IntegerField()
+            previous_period_queries = serializers.IntegerField()
+            growth_rate = serializers.FloatField(allow_null=True, help_text="Null when previous is 0.")
+            trend_score = serializers.FloatField(help_text="(current - previous) / sqrt(previous + 1).")
+            demand_score = serializers.IntegerField()
+            last_queried_at = serializers.DateTimeField(allow_null=True)
+
+        trending = EntitySerializer(many=True)
+        total = serializers.IntegerField(help_text="Items in this response.")
+        timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+        limit = serializers.IntegerField()
+
+    @extend_schema(
+        summary="Trending entities",
+        description=(
+            "Windows are whole UTC hours: with h0 the current hour and H the timeframe in hours, current = "
+            "[h0-(H-1)h, h0], previous = [h0-(2H-1)h, h0-Hh]. Trending: current >= TRENDING_MIN_QUERIES and "
+            "current > previous; ordered by trend_score desc, current desc, name."
+        ),
+        parameters=[TRENDING_TIMEFRAME.openapi(), TRENDING_LIMIT.openapi()],
+        responses={200: OutputSerializer, **ERROR_RESPONSES},
+    )
+    def get(self, request):
+        timeframe, limit = TRENDING_TIMEFRAME.read(request), TRENDING_LIMIT.read(request)
+        trending = demand_trending(timeframe=timeframe, limit=limit)
+        data = {"trending": trending, "total": len(trending), "timeframe": timeframe, "limit": limit}
+        return Response(self.OutputSerializer(data).data)
+
+
+class DemandStaleApi(APIView):
+    """Entities in demand whose content is old: the data team's refresh list."""
+
+    permission_classes = [AnalyticsAccess]
+
+    class OutputSerializer(serializers.Serializer):
+        class EntitySerializer(serializers.Serializer):
+            id = serializers.UUIDField()
+            name = serializers.CharField()
+            entity_type = serializers.CharField()
+            demand_score = serializers.IntegerField()
+            query_count = serializers.IntegerField()
+            last_queried_at = serializers.DateTimeField(allow_null=True)
+            last_updated_at = serializers.DateTimeField()
+            days_since_update = serializers.IntegerField()
+            refresh_requested_at = serializers.DateTimeField(allow_null=True)
+
+        class CriteriaSerializer(serializers.Serializer):
+            min_demand_score = serializers.IntegerField()
+            days_since_update = serializers.IntegerField()
+
+        stale_entities = EntitySerializer(many=True)
+        total = serializers.IntegerField(help_text="Items in this response.")
+        criteria = CriteriaSerializer()
+
+    @extend_schema(
+        summary="Stale entities",
+        description="demand_score >= min_demand_score and updated_at older than days_since_update days; "
+        "ordered by demand_score desc (then query_count desc, name).",
+        parameters=[STALE_LIMIT.openapi(), STALE_MIN_SCORE.openapi(), STALE_DAYS.openapi()],
+        responses={200: OutputSerializer, **ERROR_RESPONSES},
+    )
+    def get(self, request):
+        criteria = {"min_demand_score": STALE_MIN_SCORE.read(request), "days_since_update": STALE_DAYS.read(request)}
+        stale = demand_stale(limit=STALE_LIMIT.read(request), **criteria)
+        data = {"stale_entities": stale, "total": len(stale), "criteria": criteria}
+        return Response(self.OutputSerializer(data).data)
+
+
+class WindowSerializer(serializers.Serializer):
+    current_period_queries = serializers.IntegerField()
+    previous_period_queries = serializers.IntegerField()
+    growth_rate = serializers.FloatField(allow_null=True)
+    trend_score = serializers.FloatField()
+    trending = serializers.BooleanField()
+
+
+class DemandEntityApi(APIView):
+    """One entity's demand."""
+
+    permission_classes = [AnalyticsAccess]
+
+    class OutputSerializer(serializers.Serializer):
+        class EntitySerializer(serializers.Serializer):
+            id = serializers.UUIDField()
+            name = serializers.CharField()
+            entity_type = serializers.CharField()
+            demand_score = serializers.IntegerField()
+            query_count = serializers.IntegerField()
+            first_queried_at = serializers.DateTimeField(allow_null=True, help_text="Earliest event counted.")
+            last_queried_at = serializers.DateTimeField(allow_null=True)
+            query_frequency = serializers.ChoiceField(choices=["never", "low", "medium", "high", "very_high"])
+            trending = serializers.BooleanField(help_text="Trending over 7d.")
+            last_updated_at = serializers.DateTimeField()
+            needs_update = serializers.BooleanField()
+            current_period_queries = serializers.IntegerField(help_text="7d current window.")
+            previous_period_queries = serializers.IntegerField(help_text="7d previous window.")
+            growth_rate = serializers.FloatField(allow_null=True, help_text="7d; null when previous is 0.")
+            trend_score = serializers.FloatField(help_text="7d.")
+            windows = serializers.DictField(child=WindowSerializer(), help_text="Per timeframe: 1d, 7d, 30d.")
+
+        entity = EntitySerializer()
+
+    @extend_schema(
+        summary="One entity's demand",
+        parameters=[ENTITY_ID],
+        responses={200: OutputSerializer, **ERROR_RESPONSES, **NOT_FOUND},
+    )
+    def get(self, request, entity_id: str):
+        entity = entity_get(entity_id)
+        return Response(self.OutputSerializer({"entity": demand_entity(entity=entity)}).data)
+
+
+class DemandTimeseriesApi(APIView):
+    """One entity's queries per UTC day or hour, zeros included, for charts."""
+
+    permission_classes = [AnalyticsAccess]
+
+    class OutputSerializer(serializers.Serializer):
+        class PointSerializer(serializers.Serializer):
+            start = serializers.DateTimeField(help_text="Start of the UTC day or hour.")
+            count = serializers.IntegerField()
+
+        entity_id = serializers.UUIDField()
+        interval = serializers.ChoiceField(choices=INTERVALS)
+        days = serializers.IntegerField()
+        start = serializers.DateTimeField(help_text="Start of the first bucket.")
+        end = serializers.DateTimeField(help_text="End (exclusive) of the last bucket, the current day or hour.")
+        total_queries = serializers.IntegerField()
+        timeseries = PointSerializer(many=True)
+
+    @extend_schema(
+        summary="One entity's demand over time",
+        parameters=[ENTITY_ID, TIMESERIES_DAYS.openapi(), TIMESERIES_INTERVAL.openapi()],
+        responses={200: OutputSerializer, **ERROR_RESPONSES, **NOT_FOUND},
+    )
+    def get(self, request, entity_id: str):
+        entity = entity_get(entity_id)
+        days, interval = TIMESERIES_DAYS.read(request), TIMESERIES_INTERVAL.read(request)
+        series = demand_timeseries(entity_id=entity.pk, days=days, interval=interval)
+        return Response(self.OutputSerializer(series).data)

@@ -1,0 +1,326 @@
+"""Reads of demand: stats, top, trending, stale, one entity's demand and its timeseries.
+
+Each definition (windows, trending, stale / needs_update, query frequency, growth) is implemented once
+here; the API, the admin, the dashboard and the benchmark call these functions. Every function takes
+`now` (default: the current time) so callers and tests can pin the clock. Results are plain data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.utils import timezone
+
+from analytics.models import TIMEFRAME_HOURS, DemandBucket, DemandWindow, DemandWindowState
+from analytics.services import demand_windows_roll, hour_floor
+from entities.models import Entity, EntityType, RefreshRequest
+from entities.selectors import entity_list
+
+TIMEFRAMES = tuple(TIMEFRAME_HOURS)
+INTERVALS = ("day", "hour")
+ENTITY_TYPES = tuple(EntityType.values)
+
+
+@dataclass(frozen=True)
+class WindowBounds:
+    """The first and last bucket hour (inclusive) of a timeframe's current and previous windows."""
+
+    timeframe: str
+    current_first: datetime
+    current_last: datetime
+    previous_first: datetime
+    previous_last: datetime
+
+
+def demand_window_bounds(*, timeframe: str, now: datetime | None = None) -> WindowBounds:
+    """h0 = start of the current UTC hour; current = [h0 - (H-1)h, h0], previous = [h0 - (2H-1)h, h0 - Hh]."""
+    hours = TIMEFRAME_HOURS[timeframe]
+    h0 = hour_floor(now or timezone.now())
+    return WindowBounds(
+        timeframe=timeframe,
+        current_first=h0 - timedelta(hours=hours - 1),
+        current_last=h0,
+        previous_first=h0 - timedelta(hours=2 * hours - 1),
+        previous_last=h0 - timedelta(hours=hours),
+    )
+
+
+def demand_query_frequency(query_count: int) -> str:
+    """0 never, 1-10 low, 11-50 medium, 51-100 high, over 100 very_high."""
+    if query_count <= 0:
+        return "never"
+    if query_count <= 10:
+        return "low"
+    if query_count <= 50:
+        return "medium"
+    if query_count <= 100:
+        return "high"
+    return "very_high"
+
+
+def demand_growth_rate(*, current: int, previous: int) -> float | None:
+    """(current - previous) / previous; None when there was nothing in the previous window."""
+    if previous == 0:
+        return None
+    return (current - previous) / previous
+
+
+def demand_trending_condition(*, timeframe: str, prefix: str = "") -> Q:
+    """Trending over `timeframe`: current >= TRENDING_MIN_QUERIES and current > previous (on DemandWindow).
+
+    `prefix` reaches the window from another model (e.g. "demand_window__" from Entity).
+    """
+    current, previous = f"{prefix}current_{timeframe}", f"{prefix}previous_{timeframe}"
+    return Q(**{f"{current}__gte": settings.TRENDING_MIN_QUERIES, f"{current}__gt": F(previous)})
+
+
+def demand_stale_condition(
+    *, now: datetime | None = None, min_demand_score: int | None = None, days_since_update: int | None = None
+) -> Q:
+    """Stale (needs_update): demand_score >= min_demand_score and updated_at older than days_since_update days."""
+    if min_demand_score is None:
+        min_demand_score = settings.STALE_MIN_DEMAND_SCORE
+    if days_since_update is None:
+        days_since_update = settings.STALE_DAYS_SINCE_UPDATE
+    cutoff = (now or timezone.now()) - timedelta(days=days_since_update)
+    return Q(demand_score__gte=min_demand_score, updated_at__lt=cutoff)
+
+
+def demand_windows_sync(*, now: datetime | None = None) -> datetime:
+    """Return h0 for `now`, first rolling the windows to it when they are relative to another hour.
+
+    The windows are a read model: the first read of each hour moves them (a few hours of buckets).
+    """
+    h0 = hour_floor(now or timezone.now())
+    if DemandWindowState.objects.filter(pk=1).values_list("hour", flat=True).first() != h0:
+        demand_windows_roll(now=h0)
+    return h0
+
+
+def demand_stats(*, now: datetime | None = None) -> dict:
+    """Totals over all entities, the 7d trending count and the default-criteria stale count."""
+    now = now or timezone.now()
+    per_type = list(
+        Entity.objects.order_by()
+        .values("entity_type")
+        .annotate(
+            entities=Count("*"),
+            queries=Sum("query_count"),
+            with_demand=Count("entity_type", filter=Q(demand_score__gt=0)),
+            score_sum=Sum("demand_score", filter=Q(demand_score__gt=0)),
+            stale=Count("entity_type", filter=demand_stale_condition(now=now)),
+        )
+    )
+    with_demand = sum(row["with_demand"] for row in per_type)
+    score_sum = sum(row["score_sum"] or 0 for row in per_type)
+    top_types = sorted(
+        (
+            {
+                "type": row["entity_type"],
+                "count": row["with_demand"],
+                "avg_score": round(row["score_sum"] / row["with_demand"], 1),
+            }
+            for row in per_type
+            if row["with_demand"]
+        ),
+        key=lambda item: (-item["count"], item["type"]),
+    )
+    return {
+        "total_entities": sum(row["entities"] for row in per_type),
+        "total_queries": sum(row["queries"] or 0 for row in per_type),
+        "entities_with_demand": with_demand,
+        "avg_demand_score": round(score_sum / with_demand, 1) if with_demand else 0,
+        "trending_entities": demand_trending_count(timeframe="7d", now=now),
+        "needs_update": sum(row["stale"] for row in per_type),
+        "top_entity_types": top_types,
+    }
+
+
+def demand_top(
+    *,
+    limit: int = 10,
+    offset: int = 0,
+    entity_type: str | None = None,
+    min_score: int = 0,
+    now: datetime | None = None,
+) -> list[dict]:
+    """Entities by demand_score desc, then query_count desc, then name, with their needs_update flag."""
+    entities = entity_list().filter(demand_score__gte=min_score)
+    if entity_type:
+        entities = entities.filter(entity_type=entity_type)
+    rows = (
+        entities.order_by("-demand_score", "-query_count", "name")
+        .annotate(needs_update=ExpressionWrapper(demand_stale_condition(now=now), output_field=BooleanField()))
+        .values(
+            "id",
+            "name",
+            "entity_type",
+            "demand_score",
+            "query_count",
+            "last_queried_at",
+            "updated_at",
+            "needs_update",
+        )[offset : offset + limit]
+    )
+    return [{**row, "last_updated_at": row.pop("updated_at")} for row in rows]
+
+
+def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None) -> int:
+    """How many entities trend over `timeframe`."""
+    demand_windows_sync(now=now)
+    return DemandWindow.objects.filter(demand_trending_condition(timeframe=timeframe)).count()
+
+
+def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
+    """Trending entities by trend_score desc, then current-window queries desc, then name."""
+    demand_windows_sync(now=now)
+    current, previous, score = f"current_{timeframe}", f"previous_{timeframe}", f"trend_score_{timeframe}"
+    rows = (
+        DemandWindow.objects.filter(demand_trending_condition(timeframe=timeframe))
+        .order_by(f"-{score}", f"-{current}", "entity__name")
+        .values(
+            current,
+            previous,
+            score,
+            "entity_id",
+            "entity__name",
+            "entity__entity_type",
+            "entity__demand_score",
+            "entity__last_queried_at",
+        )[:limit]
+    )
+    return [
+        {
+            "id": row["entity_id"],
+            "name": row["entity__name"],
+            "entity_type": row["entity__entity_type"],
+            "current_period_queries": row[current],
+            "previous_period_queries": row[previous],
+            "growth_rate": demand_growth_rate(current=row[current], previous=row[previous]),
+            "trend_score": row[score],
+            "demand_score": row["entity__demand_score"],
+            "last_queried_at": row["entity__last_queried_at"],
+        }
+        for row in rows
+    ]
+
+
+def demand_stale(
+    *,
+    limit: int = 10,
+    min_demand_score: int | None = None,
+    days_since_update: int | None = None,
+    now: datetime | None = None,
+) -> list[dict]:
+    """Stale entities by demand_score desc (then query_count desc, name), with their last refresh request."""
+    now = now or timezone.now()
+    stale = demand_stale_condition(now=now, min_demand_score=min_demand_score, days_since_update=days_since_update)
+    order = ("-demand_score", "-query_count", "name")
+    # The ids come from a covering index alone; only the page's rows are then read from the table.
+    page_ids = Entity.objects.filter(stale).order_by(*order).values("id")[:limit]
+    latest_refresh = RefreshRequest.objects.filter(entity=OuterRef("pk")).order_by("-requested_at")
+    rows = (
+        Entity.objects.filter(id__in=page_ids)
+        .order_by(*order)
+        .annotate(refresh_requested_at=Subquery(latest_refresh.values("requested_at")[:1]))
+        .values(
+            "id",
+            "name",
+            "entity_type",
+            "demand_score",
+            "query_count",
+            "last_queried_at",
+            "updated_at",
+            "refresh_requested_at",
+        )
+    )
+    return [
+        {**row, "last_updated_at": row["updated_at"], "days_since_update": (now - row.pop("updated_at")).days}
+        for row in rows
+    ]
+
+
+def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict[str, dict]:
+    """One entity's current and previous window counts, growth, trend_score and trending flag per timeframe."""
+    demand_windows_sync(now=now)
+    trending = {
+        f"trending_{timeframe}": ExpressionWrapper(
+            demand_trending_condition(timeframe=timeframe), output_field=BooleanField()
+        )
+        for timeframe in TIMEFRAMES
+    }
+    row = DemandWindow.objects.filter(pk=entity_id).annotate(**trending).values().first()
+    windows = {}
+    for timeframe in TIMEFRAMES:
+        current = row[f"current_{timeframe}"] if row else 0
+        previous = row[f"previous_{timeframe}"] if row else 0
+        windows[timeframe] = {
+            "current_period_queries": current,
+            "previous_period_queries": previous,
+            "growth_rate": demand_growth_rate(current=current, previous=previous),
+            "trend_score": row[f"trend_score_{timeframe}"] if row else 0.0,
+            "trending": row[f"trending_{timeframe}"] if row else False,
+        }
+    return windows
+
+
+def demand_entity(*, entity: Entity, now: datetime | None = None) -> dict:
+    """An entity's demand: counters, query_frequency, needs_update and its windows (7d at the top level)."""
+    now = now or timezone.now()
+    windows = demand_windows(entity_id=entity.pk, now=now)
+    needs_update = Entity.objects.filter(demand_stale_condition(now=now), pk=entity.pk).exists()
+    week = windows["7d"]
+    return {
+        "id": entity.pk,
+        "name": entity.name,
+        "entity_type": entity.entity_type,
+        "demand_score": entity.demand_score,
+        "query_count": entity.query_count,
+        "first_queried_at": entity.first_queried_at,
+        "last_queried_at": entity.last_queried_at,
+        "query_frequency": demand_query_frequency(entity.query_count),
+        "trending": week["trending"],
+        "last_updated_at": entity.updated_at,
+        "needs_update": needs_update,
+        "current_period_queries": week["current_period_queries"],
+        "previous_period_queries": week["previous_period_queries"],
+        "growth_rate": week["growth_rate"],
+        "trend_score": week["trend_score"],
+        "windows": windows,
+    }
+
+
+def demand_timeseries(
+    *, entity_id: uuid.UUID, days: int = 30, interval: str = "day", now: datetime | None = None
+) -> dict:
+    """Counts per UTC day or hour over the last `days` days (ending with the current one), zeros included."""
+    h0 = hour_floor(now or timezone.now())
+    if interval == "hour":
+        step, last = timedelta(hours=1), h0
+        first = h0 - timedelta(hours=24 * days - 1)
+    else:
+        step, last = timedelta(days=1), h0.replace(hour=0)
+        first = last - timedelta(days=days - 1)
+    counts: dict[datetime, int] = {}
+    buckets = DemandBucket.objects.filter(entity_id=entity_id, hour__gte=first, hour__lt=last + step)
+    for hour, count in buckets.values_list("hour", "count"):
+        key = hour if interval == "hour" else hour.replace(hour=0)
+        counts[key] = counts.get(key, 0) + count
+    points = []
+    moment = first
+    while moment <= last:
+        points.append({"start": moment, "count": counts.get(moment, 0)})
+        moment += step
+    return {
+        "entity_id": entity_id,
+        "interval": interval,
+        "days": days,
+        "start": first,
+        "end": last + step,
+        "total_queries": sum(point["count"] for point in points),
+        "timeseries": points,
+    }

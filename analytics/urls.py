@@ -1,0 +1,19 @@
+from django.urls import path
+
+from analytics.apis import (
+    DemandEntityApi,
+    DemandStaleApi,
+    DemandStatsApi,
+    DemandTimeseriesApi,
+    DemandTopApi,
+    DemandTrendingApi,
+)
+
+urlpatterns = [
+    path("stats/", DemandStatsApi.as_view(), name="analytics-demand-stats"),
+    path("top/", DemandTopApi.as_view(), name="analytics-demand-top"),
+    path("trending/", DemandTrendingApi.as_view(), name="analytics-demand-trending"),
+    path("stale/", DemandStaleApi.as_view(), name="analytics-demand-stale"),
+    path("entity/<str:entity_id>/", DemandEntityApi.as_view(), name="analytics-demand-entity"),
+    path("entity/<str:entity_id>/timeseries/", DemandTimeseriesApi.as_view(), name="analytics-demand-timeseries"),
+]
