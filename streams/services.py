@@ -25,6 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from analytics.services import demand_buckets_add
+from entities.services import entities_reindex
 from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import OutboxEvent
 from streams.redis import redis_client
@@ -206,8 +207,6 @@ def update_requests_apply(*, requests: Sequence[UpdateRequest]) -> ApplyResult:
             entity_id for request in fresh if request.operation == "reindex" for entity_id in request.entity_ids
         }
         if reindex_ids:
-            from entities.services import entities_reindex
-
             entities_reindex(entity_ids=sorted(reindex_ids))
     return result
 

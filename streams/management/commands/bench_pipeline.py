@@ -1,0 +1,253 @@
+"""Benchmark the event pipeline end to end, against the naive per-event baseline, in a throwaway database.
+
+Creates a database on the same PostgreSQL server and uses stream keys of its own, publishes a
+Zipf-skewed workload, runs the real worker (`run_stream_worker`, a subprocess) to drain it, checks that
+every total is exact, and prints events/s, the baseline's events/s and the ratio, and the worker's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.models import F, Sum
+
+from analytics.models import DemandBucket
+from entities.models import Entity, EntityType
+from streams.events import QuerySignal, event_parse
+from streams.models import ProcessedEvent
+from streams.publisher import query_signals_publish, redis_circuit
+from streams.redis import redis_client
+
+MANAGE = Path(settings.BASE_DIR) / "manage.py"
+ZIPF_EXPONENT = 1.1
+DUPLICATE_SHARE = 0.01
+
+
+def _vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class Command(BaseCommand):
+    help = "Measure publishing and processing events/s (and the naive baseline) in a throwaway database."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--events", type=int, default=200_000)
+        parser.add_argument("--entities", type=int, default=6408)
+        parser.add_argument("--batch-size", type=int, default=1000, help="The worker's --batch-size.")
+        parser.add_argument("--baseline-events", type=int, default=3000, help="Sample size for the naive baseline.")
+        parser.add_argument("--publish-chunk", type=int, default=10, help="Signals per publish call (one answer).")
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument("--keep-database", action="store_true", help="Do not drop the throwaway database.")
+        # Internal: set by the outer run for the inner run, which works inside the throwaway database.
+        parser.add_argument("--inside", action="store_true", help="(internal)")
+
+    def handle(self, *args, **options):
+        if options["inside"]:
+            return self._bench(options)
+        name = f"mandate_wizard_bench_{uuid.uuid4().hex[:8]}"
+        prefix = f"mandate_wizard_bench_{uuid.uuid4().hex[:8]}"
+        database = connection.settings_dict
+        url = (
+            f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}:"
+            f"{database['PORT'] or 5432}/{name}"
+        )
+        env = {**os.environ, "DATABASE_URL": url, "STREAM_KEY_PREFIX": prefix}
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        self.stdout.write(f"throwaway database {name}, stream keys {prefix}:*")
+        try:
+            subprocess.run([sys.executable, str(MANAGE), "migrate", "--noinput", "-v0"], env=env, check=True)
+            argv = [sys.executable, str(MANAGE), "bench_pipeline", "--inside"]
+            for option in ("events", "entities", "batch_size", "baseline_events", "publish_chunk", "seed"):
+                argv += [f"--{option.replace('_', '-')}", str(options[option])]
+            result = subprocess.run(argv, env=env)
+            if result.returncode:
+                raise CommandError("benchmark failed (see above)")
+        finally:
+            client = redis_client()
+            keys = list(client.scan_iter(match=f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+            if not options["keep_database"]:
+                connection.close()
+                with connection.cursor() as cursor:
+                    cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                self.stdout.write(f"dropped {name}")
+
+    # -- inside the throwaway database ----------------------------------------------------------------------
+
+    def _bench(self, options) -> None:
+        rng = random.Random(options["seed"])
+        count, entity_count = options["events"], options["entities"]
+        client = redis_client()
+        out = self.stdout.write
+
+        started = time.perf_counter()
+        types = EntityType.values
+        Entity.objects.bulk_create(
+            [
+                Entity(
+                    name=f"Bench entity {index}",
+                    entity_type=types[index % len(types)],
+                    data={"title": "Executive", "company": f"Studio {index % 97}"},
+                )
+                for index in range(entity_count)
+            ],
+            batch_size=2000,
+        )
+        entities = list(Entity.objects.values_list("id", "entity_type"))
+        rng.shuffle(entities)
+        out(f"seeded {len(entities)} entities in {time.perf_counter() - started:.1f} s")
+
+        cum_weights, total = [], 0.0
+        for rank in range(1, len(entities) + 1):
+            total += 1 / rank**ZIPF_EXPONENT
+            cum_weights.append(total)
+        now = datetime.now(UTC)
+        span = timedelta(days=30).total_seconds()
+        picks = rng.choices(entities, cum_weights=cum_weights, k=count)
+        signals = [
+            QuerySignal(
+                event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                entity_id=entity_id,
+                entity_type=entity_type,
+                query="who greenlit this",
+                user_id="bench",
+                timestamp=now - timedelta(seconds=rng.random() * span),
+            )
+            for entity_id, entity_type in picks
+        ]
+        expected = Counter(signal.entity_id for signal in signals)
+        # Some events published twice (an answer's retry, an outbox relay after a partial publish).
+        workload = signals + rng.sample(signals, int(count * DUPLICATE_SHARE))
+        rng.shuffle(workload)
+        top = expected.most_common(1)[0][1]
+        out(
+            f"workload: {count} events (+{len(workload) - count} duplicate publishes) over {len(entities)} "
+            f"entities, Zipf s={ZIPF_EXPONENT}, timestamps over 30 days; busiest entity {top} events, "
+            f"{len(expected)} entities queried"
+        )
+
+        redis_circuit.reset()
+        chunk = options["publish_chunk"]
+        started = time.perf_counter()
+        outboxed = 0
+        for start in range(0, len(workload), chunk):
+            outboxed += query_signals_publish(signals=workload[start : start + chunk]).outboxed
+        publish_seconds = time.perf_counter() - started
+        if outboxed:
+            raise CommandError(f"{outboxed} events went to the outbox: Redis was not reachable")
+        out(
+            f"publish: {len(workload)} events in {publish_seconds:.2f} s = {len(workload) / publish_seconds:,.0f} "
+            f"events/s ({chunk} per call, one pipelined round trip each)"
+        )
+
+        process_seconds, rss = self._drain(client=client, batch_size=options["batch_size"], total=len(workload))
+        out(
+            f"process: {len(workload)} entries in {process_seconds:.2f} s = {len(workload) / process_seconds:,.0f} "
+            f"events/s (worker --batch-size {options['batch_size']})"
+        )
+        out(
+            f"worker memory: RSS {rss['start'] / 1024:.0f} MiB after its first batches, {rss['end'] / 1024:.0f} MiB "
+            f"at the end (growth {(rss['end'] - rss['start']) / 1024:+.1f} MiB), peak {rss['peak'] / 1024:.0f} MiB"
+        )
+        self._totals_check(expected=expected, count=count)
+        out("totals: exact (query_count per entity, demand_score, hourly buckets, inbox)")
+
+        baseline_rate = self._baseline(
+            rng=rng, entities=entities, cum_weights=cum_weights, count=options["baseline_events"]
+        )
+        rate = len(workload) / process_seconds
+        out(
+            f"baseline (seed's way: COUNT 10, one UPDATE and one XACK per event): "
+            f"{options['baseline_events']} events at {baseline_rate:,.0f} events/s"
+        )
+        out(f"ratio: {rate / baseline_rate:.1f}x the baseline")
+
+    def _drain(self, *, client: redis.Redis, batch_size: int, total: int) -> tuple[float, dict[str, int]]:
+        """Run the real worker until the group has read and acknowledged everything; time the draining."""
+        stream, group = settings.STREAM_QUERY_SIGNALS, settings.STREAM_CONSUMER_GROUP
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+        worker = subprocess.Popen(
+            [
+                *(sys.executable, str(MANAGE), "run_stream_worker", "--consumer", "bench-worker"),
+                *("--batch-size", str(batch_size), "--block-ms", "200"),
+            ],
+            env={**os.environ, "LOG_LEVEL": "WARNING"},
+        )
+        rss = {"start": 0, "end": 0, "peak": 0}
+        try:
+            started = None
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                if worker.poll() is not None:
+                    raise CommandError(f"the worker exited with {worker.returncode}")
+                info = client.xinfo_groups(stream)[0]
+                read = info["entries-read"] or 0
+                if started is None and read:
+                    started = time.perf_counter()
+                if not rss["start"] and read >= total // 10:
+                    rss["start"] = _vm_kib(worker.pid, "VmRSS")
+                if read >= total and info["pending"] == 0:
+                    seconds = time.perf_counter() - started
+                    rss["end"] = _vm_kib(worker.pid, "VmRSS")
+                    rss["peak"] = _vm_kib(worker.pid, "VmHWM")
+                    return seconds, rss
+                time.sleep(0.01)
+            raise CommandError("the worker did not drain the stream within 10 minutes")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+    def _totals_check(self, *, expected: Counter, count: int) -> None:
+        counts = dict(Entity.objects.filter(query_count__gt=0).values_list("id", "query_count"))
+        if counts != dict(expected):
+            ids = expected.keys() | counts.keys()
+            wrong = sum(1 for entity_id in ids if counts.get(entity_id) != expected[entity_id])
+            raise CommandError(f"query_count differs from the workload for {wrong} entities")
+        if Entity.objects.exclude(demand_score=F("query_count")).exists():
+            raise CommandError("demand_score differs from query_count")
+        buckets = DemandBucket.objects.aggregate(total=Sum("count"))["total"]
+        inbox = ProcessedEvent.objects.count()
+        if buckets != count or inbox != count:
+            raise CommandError(f"buckets total {buckets}, inbox {inbox}; expected {count}")
+
+    def _baseline(self, *, rng: random.Random, entities, cum_weights, count: int) -> float:
+        """The seed's worker: read 10, then per event one UPDATE (autocommit) and one XACK."""
+        client = redis_client()
+        stream = f"{settings.STREAM_KEY_PREFIX}:baseline"
+        group = "baseline"
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+        pipe = client.pipeline(transaction=False)
+        for entity_id, entity_type in rng.choices(entities, cum_weights=cum_weights, k=count):
+            pipe.xadd(stream, QuerySignal.new(entity_id=entity_id, entity_type=entity_type, query="q").to_fields())
+        pipe.execute()
+        done = 0
+        started = time.perf_counter()
+        while done < count:
+            for _stream, messages in client.xreadgroup(group, "baseline", {stream: ">"}, count=10, block=1000):
+                for entry_id, fields in messages:
+                    signal = event_parse(settings.STREAM_QUERY_SIGNALS, fields)
+                    Entity.objects.filter(id=signal.entity_id).update(
+                        demand_score=F("demand_score") + 1,
+                        query_count=F("query_count") + 1,
+                        last_queried_at=signal.timestamp,
+                    )
+                    client.xack(stream, group, entry_id)
+                    done += 1
+        return count / (time.perf_counter() - started)
