@@ -313,3 +313,23 @@ def test_timeseries_by_hour_includes_zero_hours():
     assert points[-1] == {"start": H0, "count": 2}
     assert all(point["count"] == 0 for point in points[1:-1])
     assert [p["start"] for p in points] == [hours_ago(23 - i) for i in range(24)]
+
+
+def test_prune_deletes_buckets_past_retention_and_keeps_the_windows(settings):
+    from analytics.services import demand_buckets_prune
+
+    entity = EntityFactory()
+    for days in (1, 59, 61, 89, 91, 200):
+        queries_add(entity, H0 - timedelta(days=days), 1)
+    before = demand_windows(entity_id=entity.pk, now=NOW)
+    settings.DEMAND_BUCKET_RETENTION_DAYS = 90
+    assert demand_buckets_prune(now=NOW) == 2  # 91 and 200 days old
+    # A retention shorter than the windows never removes a bucket a window still holds (60 days).
+    settings.DEMAND_BUCKET_RETENTION_DAYS = 10
+    assert demand_buckets_prune(now=NOW) == 2  # 61 and 89 days old
+    left = sorted(DemandBucket.objects.filter(entity=entity).values_list("hour", flat=True))
+    assert left == [H0 - timedelta(days=59), H0 - timedelta(days=1)]
+    assert demand_windows(entity_id=entity.pk, now=NOW) == before
+    # Rolled forward later, the windows still match the buckets that are left.
+    later = NOW + timedelta(days=2)
+    assert window(entity, "30d", now=later) == (1, 0)  # day 1 is now 3 days old; day 59 is now 61: gone
