@@ -108,6 +108,8 @@ class EmbeddedPostgres:
             capture_output=True,
             text=True,
             timeout=60,
+            # Own session: a Ctrl-C in the terminal reaches the launcher, which stops servers last.
+            start_new_session=True,
         )
 
     def initialise(self) -> None:
@@ -210,7 +212,7 @@ class EmbeddedRedis:
         args += ["--dir", str(self.data_dir), "--save", "", "--maxmemory-policy", "noeviction"]
         args += ["--appendonly", "yes" if self.persistent else "no", "--loglevel", "warning"]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         _wait_for(lambda: _port_open(self.port), 30, "Redis")
 
