@@ -299,21 +299,28 @@ class StreamWorker:
         return [Entry(e.stream, e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
 
     def run_once(self) -> int:
-        """One iteration: housekeeping when due, then one batch. Returns the entries handled."""
-        self.housekeeping()
+        """One iteration: housekeeping when due, then one batch. Returns the entries handled.
+
+        A Redis that restarted empty has no group (NOGROUP): recreate it and go on.
+        """
         try:
-            entries = []
-            if self._due_now("claim", min(max(self.claim_idle_ms / 4000, 0.5), 15.0)):
-                entries = self.entries_claim()
-            if not entries:
-                entries = self.entries_read()
+            return self._run_once()
         except redis.ResponseError as error:
             if "NOGROUP" not in str(error):
                 raise
-            logger.warning("consumer group missing (Redis restarted empty?): recreating it")
-            self.groups_ensure()
-            self._history = True
-            return 0
+        logger.warning("consumer group missing (Redis restarted empty?): recreating it")
+        self.groups_ensure()
+        self._history = True
+        self._claim_cursor.clear()
+        return self._run_once()
+
+    def _run_once(self) -> int:
+        self.housekeeping()
+        entries = []
+        if self._due_now("claim", min(max(self.claim_idle_ms / 4000, 0.5), 15.0)):
+            entries = self.entries_claim()
+        if not entries:
+            entries = self.entries_read()
         if entries:
             self.entries_handle(entries)
         return len(entries)
