@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
@@ -295,9 +296,12 @@ def demand_entity(*, entity: Entity, now: datetime | None = None) -> dict:
 
 
 def demand_timeseries(
-    *, entity_id: uuid.UUID, days: int = 30, interval: str = "day", now: datetime | None = None
+    *, entity_id: uuid.UUID | None, days: int = 30, interval: str = "day", now: datetime | None = None
 ) -> dict:
-    """Counts per UTC day or hour over the last `days` days (ending with the current one), zeros included."""
+    """Counts per UTC day or hour over the last `days` days (ending with the current one), zeros included.
+
+    `entity_id=None` gives the totals over all entities (the admin dashboard's chart).
+    """
     h0 = hour_floor(now or timezone.now())
     if interval == "hour":
         step, last = timedelta(hours=1), h0
@@ -306,8 +310,10 @@ def demand_timeseries(
         step, last = timedelta(days=1), h0.replace(hour=0)
         first = last - timedelta(days=days - 1)
     counts: dict[datetime, int] = {}
-    buckets = DemandBucket.objects.filter(entity_id=entity_id, hour__gte=first, hour__lt=last + step)
-    for hour, count in buckets.values_list("hour", "count"):
+    buckets = DemandBucket.objects.filter(hour__gte=first, hour__lt=last + step)
+    if entity_id is not None:
+        buckets = buckets.filter(entity_id=entity_id)
+    for hour, count in buckets.values("hour").annotate(total=Sum("count")).order_by().values_list("hour", "total"):
         key = hour if interval == "hour" else hour.replace(hour=0)
         counts[key] = counts.get(key, 0) + count
     points = []
@@ -324,3 +330,55 @@ def demand_timeseries(
         "total_queries": sum(point["count"] for point in points),
         "timeseries": points,
     }
+
+
+@dataclass(frozen=True)
+class DemandAudit:
+    """Entities whose counters disagree with their hourly buckets.
+
+    Only entities whose whole history is still in the buckets are compared: those never queried or
+    first queried at or after `audit_from` (pruning deletes buckets older than the retention, so an
+    older entity's buckets no longer add up to its counters, correctly). The rest are counted as
+    `skipped_history_pruned`.
+    """
+
+    audit_from: datetime
+    checked: int
+    skipped_history_pruned: int
+    differences: list[dict]
+
+
+def demand_audit_from(*, now: datetime | None = None) -> datetime:
+    """The earliest first_queried_at whose buckets no prune can have touched yet."""
+    retention = timedelta(days=settings.DEMAND_BUCKET_RETENTION_DAYS)
+    return hour_floor((now or timezone.now()) - retention) + timedelta(hours=1)
+
+
+def demand_counters_audit(*, now: datetime | None = None, limit: int | None = None) -> DemandAudit:
+    """Compare query_count and demand_score with the sum of each entity's buckets (one snapshot)."""
+    audit_from = demand_audit_from(now=now)
+    auditable = Q(first_queried_at__isnull=True) | Q(first_queried_at__gte=audit_from)
+    counts = Entity.objects.aggregate(checked=Count("pk", filter=auditable), skipped=Count("pk", filter=~auditable))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT e.id, e.name, e.query_count, e.demand_score, coalesce(t.total, 0) AS bucket_total
+            FROM entities_entity AS e
+            LEFT JOIN (
+                SELECT entity_id, sum(count) AS total FROM analytics_demandbucket GROUP BY entity_id
+            ) AS t ON t.entity_id = e.id
+            WHERE (e.first_queried_at IS NULL OR e.first_queried_at >= %s)
+              AND (e.query_count <> coalesce(t.total, 0) OR e.demand_score <> coalesce(t.total, 0))
+            ORDER BY abs(e.query_count - coalesce(t.total, 0)) DESC, e.id
+            LIMIT %s
+            """,
+            [audit_from, limit],
+        )
+        columns = ("id", "name", "query_count", "demand_score", "bucket_total")
+        differences = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return DemandAudit(
+        audit_from=audit_from,
+        checked=counts["checked"],
+        skipped_history_pruned=counts["skipped"],
+        differences=differences,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -160,3 +161,124 @@ def demand_buckets_prune(*, now: datetime | None = None) -> int:
         cutoff = min(now - timedelta(days=settings.DEMAND_BUCKET_RETENTION_DAYS), oldest_in_windows)
         deleted, _ = DemandBucket.objects.filter(hour__lt=cutoff).delete()
     return deleted
+
+
+DEMAND_REBUILD_CHUNK = 1000
+
+
+def demand_counters_rebuild(*, now: datetime | None = None) -> int:
+    """Set query_count and demand_score to the bucket totals where they differ; return how many entities.
+
+    Only entities the audit can judge (whole history still in the buckets) are rebuilt. Each chunk first
+    locks its entity rows in id order, as the worker does before it writes buckets, so no batch can
+    commit buckets for them between the sum and the update.
+    """
+    from analytics.selectors import demand_audit_from, demand_counters_audit
+
+    audit_from = demand_audit_from(now=now)
+    ids = sorted(row["id"] for row in demand_counters_audit(now=now).differences)
+    fixed = 0
+    for start in range(0, len(ids), DEMAND_REBUILD_CHUNK):
+        chunk = ids[start : start + DEMAND_REBUILD_CHUNK]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE", [chunk]
+            )
+            cursor.execute(
+                """
+                UPDATE entities_entity AS e SET query_count = t.total, demand_score = t.total
+                FROM (
+                    SELECT ids.id, coalesce(sum(b.count), 0) AS total
+                    FROM unnest(%s::uuid[]) AS ids(id)
+                    LEFT JOIN analytics_demandbucket AS b ON b.entity_id = ids.id
+                    GROUP BY ids.id
+                ) AS t
+                WHERE e.id = t.id
+                  AND (e.first_queried_at IS NULL OR e.first_queried_at >= %s)
+                  AND (e.query_count <> t.total OR e.demand_score <> t.total)
+                """,
+                [chunk, audit_from],
+            )
+            fixed += cursor.rowcount
+    return fixed
+
+
+# One refresh request per entity per day: this key (24 h TTL) is claimed before publishing.
+REFRESH_CLAIM_KEY = "mandate_wizard:refresh_claimed:{entity_id}"
+REFRESH_CLAIM_SECONDS = 24 * 3600
+STALE_REFRESH_SOURCE = "request_stale_updates"
+
+
+@dataclass
+class StaleRefreshOutcome:
+    """What `stale_entities_refresh_request` did, or for a dry run would do."""
+
+    requested: list[uuid.UUID] = field(default_factory=list)
+    skipped_recent: int = 0
+    event_ids: list[uuid.UUID] = field(default_factory=list)
+    outboxed: int = 0
+
+
+def stale_entities_refresh_request(
+    *,
+    min_demand_score: int | None = None,
+    days_since_update: int | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> StaleRefreshOutcome:
+    """Publish `refresh` UpdateRequests for stale entities, most demanded first, at most once per entity per day.
+
+    "Once per day" has two guards: a RefreshRequest row of the last 24 h (durable, but written only when
+    the worker has processed the request) and a Redis key set with NX and a 24 h TTL (immediate, so two
+    runs a minute apart cannot both request an entity whose first request is still in the stream).
+    """
+    # Late imports: the publisher's module imports the worker's services, which import this module.
+    from analytics.selectors import demand_stale_condition
+    from entities.models import Entity
+    from streams.events import MAX_ENTITY_IDS, UpdateRequest
+    from streams.publisher import update_request_publish
+    from streams.redis import redis_client
+
+    now = now or timezone.now()
+    stale = Entity.objects.filter(
+        demand_stale_condition(now=now, min_demand_score=min_demand_score, days_since_update=days_since_update)
+    ).order_by("-demand_score", "-query_count", "name")
+    recent = stale.filter(refresh_requests__requested_at__gte=now - timedelta(seconds=REFRESH_CLAIM_SECONDS))
+    outcome = StaleRefreshOutcome(skipped_recent=recent.distinct().count())
+    candidates = stale.exclude(pk__in=recent.values("pk")).values_list("pk", flat=True)
+    client = redis_client()
+    wanted = limit if limit is not None else None
+    for start in range(0, candidates.count(), MAX_ENTITY_IDS):
+        if wanted is not None and len(outcome.requested) >= wanted:
+            break
+        page = list(candidates[start : start + MAX_ENTITY_IDS])
+        pipe = client.pipeline(transaction=False)
+        for entity_id in page:
+            key = REFRESH_CLAIM_KEY.format(entity_id=entity_id)
+            if dry_run:
+                pipe.exists(key)
+            else:
+                pipe.set(key, now.isoformat(), nx=True, ex=REFRESH_CLAIM_SECONDS)
+        replies = pipe.execute()
+        # A dry run asks EXISTS (1 = claimed already); a real run asks SET NX (True = claimed now).
+        claimed = [eid for eid, reply in zip(page, replies, strict=True) if bool(reply) != dry_run]
+        outcome.skipped_recent += len(page) - len(claimed)
+        if wanted is not None:
+            room = wanted - len(outcome.requested)
+            if not dry_run and len(claimed) > room:
+                client.delete(*(REFRESH_CLAIM_KEY.format(entity_id=eid) for eid in claimed[room:]))
+            claimed = claimed[:room]
+        if not claimed:
+            continue
+        outcome.requested.extend(claimed)
+        if dry_run:
+            continue
+        request = UpdateRequest.new(entity_ids=claimed, operation="refresh", source=STALE_REFRESH_SOURCE)
+        published = update_request_publish(request=request)
+        if published.lost:
+            client.delete(*(REFRESH_CLAIM_KEY.format(entity_id=eid) for eid in claimed))
+            raise RuntimeError(f"Neither Redis nor the outbox took the refresh request for {len(claimed)} entities")
+        outcome.event_ids.append(request.event_id)
+        outcome.outboxed += published.outboxed
+    return outcome

@@ -1,0 +1,25 @@
+"""`manage.py prune_demand_data`: drop demand buckets and inbox ids older than their retention settings."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from analytics.services import demand_buckets_prune
+from streams.services import inbox_prune
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete hourly demand buckets older than DEMAND_BUCKET_RETENTION_DAYS (buckets inside a trending window "
+        "are always kept) and inbox event ids older than INBOX_RETENTION_DAYS. The worker prunes the inbox too; "
+        "this command is for a scheduled job."
+    )
+
+    def handle(self, *args, **options):
+        buckets = demand_buckets_prune()
+        inbox = inbox_prune()
+        self.stdout.write(
+            f"Pruned {buckets} demand buckets (retention {settings.DEMAND_BUCKET_RETENTION_DAYS} days) and "
+            f"{inbox} inbox event ids (retention {settings.INBOX_RETENTION_DAYS} days)."
+        )

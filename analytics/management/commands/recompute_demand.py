@@ -1,0 +1,43 @@
+"""`manage.py recompute_demand [--check]`: the demand counters audit, and their rebuild from the buckets."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from analytics.selectors import demand_counters_audit
+from analytics.services import demand_counters_rebuild
+
+SHOWN = 20
+
+
+class Command(BaseCommand):
+    help = (
+        "Rebuild query_count and demand_score from the hourly demand buckets, or with --check only report the "
+        "entities whose counters differ (exit status 1 when any does). Entities first queried before the "
+        "bucket retention (DEMAND_BUCKET_RETENTION_DAYS) are skipped: their oldest buckets were pruned."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--check", action="store_true", help="Only report differences; change nothing.")
+
+    def handle(self, *args, **options):
+        audit = demand_counters_audit()
+        scope = (
+            f"{audit.checked} entities checked, {audit.skipped_history_pruned} skipped (first queried before "
+            f"{audit.audit_from:%Y-%m-%d %H:%M} UTC, retention {settings.DEMAND_BUCKET_RETENTION_DAYS} days)"
+        )
+        for row in audit.differences[:SHOWN]:
+            self.stdout.write(
+                f"  {row['id']} {row['name']!r}: query_count {row['query_count']}, demand_score "
+                f"{row['demand_score']}, buckets {row['bucket_total']}"
+            )
+        if len(audit.differences) > SHOWN:
+            self.stdout.write(f"  ... and {len(audit.differences) - SHOWN} more")
+        if options["check"]:
+            self.stdout.write(f"Demand audit: {len(audit.differences)} entities differ from their buckets; {scope}.")
+            if audit.differences:
+                raise SystemExit(1)
+            return
+        fixed = demand_counters_rebuild()
+        self.stdout.write(f"Demand rebuild: {fixed} entities corrected from their buckets; {scope}.")

@@ -1,0 +1,303 @@
+"""Operations commands on a known state: stream_status, replay_dead_letters, request_stale_updates,
+recompute_demand and prune_demand_data."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db.models import F
+from django.utils import timezone
+
+from analytics.models import DemandBucket
+from analytics.services import REFRESH_CLAIM_KEY, demand_buckets_add, hour_floor
+from entities.models import Entity, RefreshRequest
+from streams.events import QuerySignal
+from streams.models import OutboxEvent, ProcessedEvent
+from streams.worker import StreamWorker
+from tests.entities.factories import EntityFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def _drain(worker: StreamWorker) -> None:
+    while worker.run_once():
+        pass
+
+
+@pytest.fixture
+def worker(redis_client) -> StreamWorker:
+    worker = StreamWorker(consumer="ops-worker", block_ms=50, claim_idle_ms=3_600_000)
+    worker.groups_ensure()
+    return worker
+
+
+def _dead_letter_add(client, fields: dict[str, str], *, reason: str) -> str:
+    return client.xadd(
+        settings.STREAM_DEAD_LETTER,
+        {
+            **fields,
+            "dead_reason": reason,
+            "source_stream": settings.STREAM_QUERY_SIGNALS,
+            "source_id": "1-0",
+            "dead_at": "2026-11-30T00:00:00Z",
+            "deliveries": "1",
+        },
+    )
+
+
+# -- stream_status -----------------------------------------------------------------------------------------
+
+
+def test_stream_status_prints_the_tables_and_a_summary(redis_client, worker):
+    entity = EntityFactory()
+    for _ in range(3):
+        redis_client.xadd(
+            settings.STREAM_QUERY_SIGNALS,
+            QuerySignal.new(entity_id=entity.id, entity_type=entity.entity_type, query="q").to_fields(),
+        )
+    redis_client.xreadgroup(settings.STREAM_CONSUMER_GROUP, "reader", {settings.STREAM_QUERY_SIGNALS: ">"}, count=1)
+    _dead_letter_add(redis_client, {"event_id": "x"}, reason="bad")
+    OutboxEvent.objects.create(stream=settings.STREAM_QUERY_SIGNALS, fields={})
+    worker.heartbeat()
+
+    output = run("stream_status")
+    assert settings.STREAM_QUERY_SIGNALS in output
+    assert "reader (1 pending" in output
+    assert "ops-worker" in output
+    summary = output.strip().splitlines()[-1]
+    assert summary.startswith("Summary: lag 2, pending 1, dead letters 1, outbox backlog 1, oldest ")
+    assert summary.endswith(", live workers 1.")
+
+    data = json.loads(run("stream_status", "--json"))
+    assert data["totals"] == {"length": 3, "pending": 1, "lag": 2}
+
+
+def test_stream_status_fails_clearly_when_redis_is_stopped(private_redis):
+    private_redis.stop()
+    with pytest.raises(CommandError, match="Redis is unreachable"):
+        run("stream_status")
+
+
+def test_every_ops_command_has_help():
+    for name in (
+        "stream_status",
+        "replay_dead_letters",
+        "request_stale_updates",
+        "recompute_demand",
+        "prune_demand_data",
+    ):
+        out = StringIO()
+        with pytest.raises(SystemExit) as exited:
+            call_command(name, "--help", stdout=out)
+        assert exited.value.code == 0
+
+
+# -- replay_dead_letters -----------------------------------------------------------------------------------
+
+
+def test_replay_dead_letters_dry_run_then_by_reason(redis_client, worker):
+    entity = EntityFactory()
+    signals = [QuerySignal.new(entity_id=entity.id, entity_type=entity.entity_type, query=str(n)) for n in range(3)]
+    _dead_letter_add(redis_client, signals[0].to_fields(), reason="unknown entity_id")
+    _dead_letter_add(redis_client, signals[1].to_fields(), reason="unknown entity_id")
+    _dead_letter_add(redis_client, signals[2].to_fields(), reason="delivered 6 times")
+
+    assert run("replay_dead_letters", "--dry-run") == "Dead letters: would replay 3; would remove 0 already counted.\n"
+    assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 3
+
+    assert run("replay_dead_letters", "--reason", "Unknown Entity") == (
+        "Dead letters: replayed 2; removed 0 already counted.\n"
+    )
+    assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 1
+    _drain(worker)
+    entity.refresh_from_db()
+    assert entity.query_count == 2
+
+    # The remaining one is a copy of an event that was counted meanwhile: removed, not counted again.
+    redis_client.xadd(settings.STREAM_QUERY_SIGNALS, signals[2].to_fields())
+    _drain(worker)
+    assert run("replay_dead_letters") == "Dead letters: replayed 0; removed 1 already counted.\n"
+    _drain(worker)
+    entity.refresh_from_db()
+    assert entity.query_count == 3
+    assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 0
+
+
+def test_replay_dead_letters_reports_unknown_ids(redis_client):
+    assert "Not found: 1-1." in run("replay_dead_letters", "1-1")
+
+
+# -- request_stale_updates ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stale_state(redis_client):
+    """a (score 10) and e (score 6) are stale; b scores too low; c was updated recently; d was just requested."""
+    old = timezone.now() - timedelta(days=40)
+    entities = {
+        "a": EntityFactory(name="a", updated_at=old),
+        "b": EntityFactory(name="b", updated_at=old),
+        "c": EntityFactory(name="c"),
+        "d": EntityFactory(name="d", updated_at=old),
+        "e": EntityFactory(name="e", updated_at=old),
+    }
+    for key, score in {"a": 10, "b": 4, "c": 10, "d": 20, "e": 6}.items():
+        Entity.objects.filter(pk=entities[key].pk).update(demand_score=score, query_count=score)
+    RefreshRequest.objects.create(
+        entity=entities["d"], event_id=uuid.uuid4(), requested_at=timezone.now() - timedelta(hours=2)
+    )
+    return entities
+
+
+def _requested_ids(redis_client) -> list[list[str]]:
+    return [json.loads(f["entity_ids"]) for _, f in redis_client.xrange(settings.STREAM_UPDATE_REQUESTS)]
+
+
+def test_request_stale_updates_dry_run_changes_nothing(stale_state, redis_client):
+    output = run("request_stale_updates", "--dry-run")
+    assert output.startswith("Dry run: would request a refresh of 2 stale entities")
+    assert "1 skipped" in output
+    assert str(stale_state["a"].pk) in output
+    assert redis_client.xlen(settings.STREAM_UPDATE_REQUESTS) == 0
+    assert not redis_client.keys("mandate_wizard:refresh_claimed:*")
+
+
+def test_request_stale_updates_publishes_once_per_entity_per_day(stale_state, redis_client, worker):
+    output = run("request_stale_updates")
+    assert output.startswith("Requested a refresh of 2 stale entities (demand_score >= 5, not updated for 30 days)")
+    assert _requested_ids(redis_client) == [[str(stale_state["a"].pk), str(stale_state["e"].pk)]]
+
+    # Right away (the worker has not processed the request yet): the Redis claims stop a second request.
+    again = run("request_stale_updates")
+    assert again.startswith("Requested a refresh of 0 stale entities")
+    assert "3 skipped" in again
+    assert len(_requested_ids(redis_client)) == 1
+
+    # After the worker recorded the requests, even a Redis that lost its keys does not repeat them.
+    _drain(worker)
+    assert set(RefreshRequest.objects.values_list("entity__name", flat=True)) == {"a", "d", "e"}
+    redis_client.delete(*redis_client.keys("mandate_wizard:refresh_claimed:*"))
+    assert run("request_stale_updates").startswith("Requested a refresh of 0 stale entities")
+    assert len(_requested_ids(redis_client)) == 1
+
+
+def test_request_stale_updates_limit_and_criteria(stale_state, redis_client):
+    output = run("request_stale_updates", "--limit", "1")
+    assert output.startswith("Requested a refresh of 1 stale entities")
+    assert _requested_ids(redis_client) == [[str(stale_state["a"].pk)]]
+    # e was not requested, so it must not be left claimed.
+    assert not redis_client.exists(REFRESH_CLAIM_KEY.format(entity_id=stale_state["e"].pk))
+
+    output = run("request_stale_updates", "--min-demand-score", "3", "--days-since-update", "30")
+    assert output.startswith("Requested a refresh of 2 stale entities (demand_score >= 3")
+    assert _requested_ids(redis_client)[-1] == [str(stale_state["e"].pk), str(stale_state["b"].pk)]
+
+
+def test_request_stale_updates_rejects_bad_options(stale_state):
+    with pytest.raises(CommandError):
+        call_command("request_stale_updates", "--limit", "-1")
+    with pytest.raises(CommandError):
+        call_command("request_stale_updates", "--min-demand-score", "abc")
+
+
+# -- recompute_demand --------------------------------------------------------------------------------------
+
+
+def _demand_state() -> dict[str, Entity]:
+    """Counters that agree with buckets, as the worker leaves them."""
+    now = timezone.now()
+    entities = {"x": EntityFactory(name="x"), "y": EntityFactory(name="y"), "never": EntityFactory(name="never")}
+    hours = [hour_floor(now - timedelta(hours=h)) for h in (1, 30, 24 * 20)]
+    demand_buckets_add(counts={(entities["x"].pk, hours[0]): 3, (entities["x"].pk, hours[2]): 2})
+    demand_buckets_add(counts={(entities["y"].pk, hours[1]): 4})
+    for key, total, first in (("x", 5, hours[2]), ("y", 4, hours[1])):
+        Entity.objects.filter(pk=entities[key].pk).update(
+            query_count=total, demand_score=total, first_queried_at=first, last_queried_at=now
+        )
+    return entities
+
+
+def test_recompute_demand_check_passes_on_a_consistent_state():
+    _demand_state()
+    output = run("recompute_demand", "--check")
+    assert output == (
+        "Demand audit: 0 entities differ from their buckets; 3 entities checked, 0 skipped (first queried before "
+        + output.split("first queried before ")[1]
+    )
+
+
+def test_recompute_demand_finds_and_repairs_drift():
+    entities = _demand_state()
+    x = entities["x"]
+    updated_at = Entity.objects.get(pk=x.pk).updated_at
+    Entity.objects.filter(pk=x.pk).update(query_count=F("query_count") + 3)
+    Entity.objects.filter(pk=entities["never"].pk).update(demand_score=1)
+
+    out = StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("recompute_demand", "--check", stdout=out)
+    assert exited.value.code == 1
+    report = out.getvalue()
+    assert f"{x.pk} 'x': query_count 8, demand_score 5, buckets 5" in report
+    assert f"{entities['never'].pk} 'never': query_count 0, demand_score 1, buckets 0" in report
+    assert "Demand audit: 2 entities differ from their buckets; 3 entities checked" in report
+
+    rebuild = run("recompute_demand").splitlines()
+    assert rebuild[-1].startswith("Demand rebuild: 2 entities corrected from their buckets")
+    assert len(rebuild) == 3  # the two entities it corrects, then the summary
+    x.refresh_from_db()
+    assert (x.query_count, x.demand_score) == (5, 5)
+    assert x.updated_at == updated_at  # demand never touches content time
+    assert run("recompute_demand", "--check").startswith("Demand audit: 0 entities differ")
+
+
+def test_recompute_demand_skips_entities_whose_buckets_were_pruned(settings):
+    old = EntityFactory(name="old")
+    long_ago = timezone.now() - timedelta(days=200)
+    # 7 events 200 days ago (their buckets pruned) and 2 recent ones still in the buckets.
+    demand_buckets_add(counts={(old.pk, hour_floor(timezone.now())): 2})
+    Entity.objects.filter(pk=old.pk).update(query_count=9, demand_score=9, first_queried_at=long_ago)
+    output = run("recompute_demand", "--check")
+    assert output.startswith("Demand audit: 0 entities differ from their buckets; 0 entities checked, 1 skipped")
+    assert run("recompute_demand").startswith("Demand rebuild: 0 entities corrected")
+    assert Entity.objects.get(pk=old.pk).query_count == 9
+
+
+# -- prune_demand_data -------------------------------------------------------------------------------------
+
+
+def test_prune_demand_data_drops_what_is_past_retention():
+    entity = EntityFactory()
+    now = timezone.now()
+    demand_buckets_add(
+        counts={
+            (entity.pk, hour_floor(now - timedelta(days=120))): 1,
+            (entity.pk, hour_floor(now - timedelta(days=100))): 1,
+            (entity.pk, hour_floor(now - timedelta(days=10))): 1,
+        }
+    )
+    ProcessedEvent.objects.bulk_create(
+        [
+            ProcessedEvent(event_id=uuid.uuid4(), processed_at=now - timedelta(days=8)),
+            ProcessedEvent(event_id=uuid.uuid4(), processed_at=now - timedelta(days=8)),
+            ProcessedEvent(event_id=uuid.uuid4(), processed_at=now - timedelta(days=1)),
+        ]
+    )
+    assert run("prune_demand_data") == (
+        "Pruned 2 demand buckets (retention 90 days) and 2 inbox event ids (retention 7 days).\n"
+    )
+    assert DemandBucket.objects.count() == 1
+    assert ProcessedEvent.objects.count() == 1
+    assert run("prune_demand_data").startswith("Pruned 0 demand buckets")
