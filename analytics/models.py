@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Cast, Sqrt
+from django.db.models.expressions import RawSQL
 
-# Trending timeframes: name -> window length in hours. Field suffixes of DemandWindow follow the names.
-TIMEFRAME_HOURS = {"1d": 24, "7d": 168, "30d": 720}
+from analytics.definitions import TIMEFRAME_HOURS, trend_score_sql
 
 
 class DemandBucket(models.Model):
@@ -28,9 +27,8 @@ class DemandBucket(models.Model):
         return f"{self.entity_id} {self.hour:%Y-%m-%d %H}:00 = {self.count}"
 
 
-def _trend_score(timeframe: str) -> models.Expression:
-    current, previous = F(f"current_{timeframe}"), F(f"previous_{timeframe}")
-    return Cast(current - previous, models.FloatField()) / Sqrt(Cast(previous, models.FloatField()) + 1.0)
+def _trend_score(timeframe: str) -> RawSQL:
+    return RawSQL(trend_score_sql(current=f"current_{timeframe}", previous=f"previous_{timeframe}"), [])
 
 
 def _window_constraints_and_indexes() -> tuple[list, list]:
@@ -58,12 +56,12 @@ _WINDOW_CONSTRAINTS, _WINDOW_INDEXES = _window_constraints_and_indexes()
 
 
 class DemandWindow(models.Model):
-    """An entity's query counts in the current and previous window of each timeframe.
+    """An entity's query counts in the current and previous window of each timeframe, without the open hour.
 
-    Relative to `DemandWindowState.hour` (h0): for a timeframe of H hours the current window holds
-    the buckets of hours h0-(H-1)h .. h0 and the previous one h0-(2H-1)h .. h0-Hh. Maintained by
-    `demand_buckets_add` and rolled forward by `demand_windows_roll`; entities with nothing in any
-    window have no row.
+    Relative to `DemandWindowState.hour` (h0), see analytics.definitions: current_* holds the closed
+    hours of the current window, (h0 - H, h0 - 1h], previous_* the whole previous window. Maintained by
+    `demand_buckets_add` (late events) and `demand_windows_roll`; entities with nothing in any stored
+    window have no row. trend_score_* (for the index) is over the stored counts.
     """
 
     entity = models.OneToOneField(

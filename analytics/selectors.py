@@ -14,10 +14,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 from django.utils import timezone
 
-from analytics.models import TIMEFRAME_HOURS, DemandBucket, DemandWindow, DemandWindowState
-from analytics.services import demand_windows_roll, hour_floor
+from analytics.definitions import TIMEFRAME_HOURS, hour_floor, trend_score_sql, trending_sql
+from analytics.models import DemandBucket, DemandWindowState
+from analytics.services import demand_windows_roll
 from entities.models import Entity, EntityType, RefreshRequest
 from entities.selectors import entity_list
 
@@ -70,13 +73,35 @@ def demand_growth_rate(*, current: int, previous: int) -> float | None:
     return (current - previous) / previous
 
 
-def demand_trending_condition(*, timeframe: str, prefix: str = "") -> Q:
-    """Trending over `timeframe`: current >= TRENDING_MIN_QUERIES and current > previous (on DemandWindow).
+def _live_window_sql(timeframe: str, *, stored: str = "w", open_hour: str = "o") -> tuple[str, str]:
+    """SQL for a timeframe's (current, previous) counts: the stored window plus the open hour's bucket."""
+    if timeframe not in TIMEFRAME_HOURS:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    return (
+        f"(coalesce({stored}.current_{timeframe}, 0) + coalesce({open_hour}.count, 0))",
+        f"coalesce({stored}.previous_{timeframe}, 0)",
+    )
 
-    `prefix` reaches the window from another model (e.g. "demand_window__" from Entity).
+
+# The open hour's buckets: the only part of the windows that is not stored in DemandWindow.
+_OPEN_HOUR_CTE = "open_hour AS MATERIALIZED (SELECT entity_id, count FROM analytics_demandbucket WHERE hour = %(h0)s)"
+_NOT_OPEN = "NOT EXISTS (SELECT 1 FROM open_hour AS o2 WHERE o2.entity_id = w.entity_id)"
+
+
+def demand_trending_condition(*, timeframe: str, now: datetime | None = None, prefix: str = "demand_window__") -> Q:
+    """Trending over `timeframe` as a condition on Entity querysets (for admin filters and annotations).
+
+    The ORM form of `analytics.definitions.trending_sql` over the live window (stored + open hour);
+    tests hold it equal to `demand_trending`. `prefix` is the path from Entity to its DemandWindow.
+    Call `demand_windows_sync(now=...)` first.
     """
-    current, previous = f"{prefix}current_{timeframe}", f"{prefix}previous_{timeframe}"
-    return Q(**{f"{current}__gte": settings.TRENDING_MIN_QUERIES, f"{current}__gt": F(previous)})
+    if timeframe not in TIMEFRAME_HOURS:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    h0 = hour_floor(now or timezone.now())
+    open_hour = DemandBucket.objects.filter(entity_id=OuterRef("pk"), hour=h0).values("count")[:1]
+    current = Coalesce(F(f"{prefix}current_{timeframe}"), 0) + Coalesce(Subquery(open_hour), 0)
+    previous = Coalesce(F(f"{prefix}previous_{timeframe}"), 0)
+    return Q(GreaterThanOrEqual(current, settings.TRENDING_MIN_QUERIES)) & Q(GreaterThan(current, previous))
 
 
 def demand_stale_condition(
@@ -172,41 +197,69 @@ def demand_top(
 
 def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None) -> int:
     """How many entities trend over `timeframe`."""
-    demand_windows_sync(now=now)
-    return DemandWindow.objects.filter(demand_trending_condition(timeframe=timeframe)).count()
+    h0 = demand_windows_sync(now=now)
+    current, previous = _live_window_sql(timeframe)
+    stored_current, stored_previous = f"w.current_{timeframe}", f"w.previous_{timeframe}"
+    sql = f"""
+        WITH {_OPEN_HOUR_CTE}
+        SELECT (
+            SELECT count(*) FROM analytics_demandwindow AS w
+            WHERE {trending_sql(current=stored_current, previous=stored_previous, minimum="%(min)s")} AND {_NOT_OPEN}
+        ) + (
+            SELECT count(*) FROM open_hour AS o LEFT JOIN analytics_demandwindow AS w ON w.entity_id = o.entity_id
+            WHERE {trending_sql(current=current, previous=previous, minimum="%(min)s")}
+        )
+    """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES})
+        return cursor.fetchone()[0]
 
 
 def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
     """Trending entities by trend_score desc, then current-window queries desc, then name."""
-    demand_windows_sync(now=now)
-    current, previous, score = f"current_{timeframe}", f"previous_{timeframe}", f"trend_score_{timeframe}"
-    rows = (
-        DemandWindow.objects.filter(demand_trending_condition(timeframe=timeframe))
-        .order_by(f"-{score}", f"-{current}", "entity__name")
-        .values(
-            current,
-            previous,
-            score,
-            "entity_id",
-            "entity__name",
-            "entity__entity_type",
-            "entity__demand_score",
-            "entity__last_queried_at",
-        )[:limit]
-    )
+    h0 = demand_windows_sync(now=now)
+    current, previous = _live_window_sql(timeframe)
+    stored_current, stored_previous = f"w.current_{timeframe}", f"w.previous_{timeframe}"
+    # Entities with events in the open hour are scored on their live counts; the others come in
+    # stored-trend order from the partial index (with ties, so the final order by name stays exact).
+    sql = f"""
+        WITH {_OPEN_HOUR_CTE},
+        candidates AS (
+            SELECT o.entity_id, {current} AS cur, {previous} AS prev
+            FROM open_hour AS o LEFT JOIN analytics_demandwindow AS w ON w.entity_id = o.entity_id
+            UNION ALL
+            (
+                SELECT w.entity_id, {stored_current}, {stored_previous}
+                FROM analytics_demandwindow AS w
+                WHERE {trending_sql(current=stored_current, previous=stored_previous, minimum="%(min)s")}
+                  AND {_NOT_OPEN}
+                ORDER BY w.trend_score_{timeframe} DESC, {stored_current} DESC
+                FETCH FIRST %(limit)s ROWS WITH TIES
+            )
+        )
+        SELECT c.entity_id, c.cur, c.prev, {trend_score_sql(current="c.cur", previous="c.prev")} AS score,
+               e.name, e.entity_type, e.demand_score, e.last_queried_at
+        FROM candidates AS c JOIN entities_entity AS e ON e.id = c.entity_id
+        WHERE {trending_sql(current="c.cur", previous="c.prev", minimum="%(min)s")}
+        ORDER BY score DESC, c.cur DESC, e.name
+        LIMIT %(limit)s
+    """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES, "limit": limit})
+        rows = cursor.fetchall()
     return [
         {
-            "id": row["entity_id"],
-            "name": row["entity__name"],
-            "entity_type": row["entity__entity_type"],
-            "current_period_queries": row[current],
-            "previous_period_queries": row[previous],
-            "growth_rate": demand_growth_rate(current=row[current], previous=row[previous]),
-            "trend_score": row[score],
-            "demand_score": row["entity__demand_score"],
-            "last_queried_at": row["entity__last_queried_at"],
+            "id": entity_id,
+            "name": name,
+            "entity_type": entity_type,
+            "current_period_queries": cur,
+            "previous_period_queries": prev,
+            "growth_rate": demand_growth_rate(current=cur, previous=prev),
+            "trend_score": score,
+            "demand_score": demand_score,
+            "last_queried_at": last_queried_at,
         }
-        for row in rows
+        for entity_id, cur, prev, score, name, entity_type, demand_score, last_queried_at in rows
     ]
 
 
@@ -247,24 +300,35 @@ def demand_stale(
 
 def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict[str, dict]:
     """One entity's current and previous window counts, growth, trend_score and trending flag per timeframe."""
-    demand_windows_sync(now=now)
-    trending = {
-        f"trending_{timeframe}": ExpressionWrapper(
-            demand_trending_condition(timeframe=timeframe), output_field=BooleanField()
-        )
-        for timeframe in TIMEFRAMES
-    }
-    row = DemandWindow.objects.filter(pk=entity_id).annotate(**trending).values().first()
-    windows = {}
+    h0 = demand_windows_sync(now=now)
+    columns = []
     for timeframe in TIMEFRAMES:
-        current = row[f"current_{timeframe}"] if row else 0
-        previous = row[f"previous_{timeframe}"] if row else 0
+        current, previous = _live_window_sql(timeframe)
+        columns += [
+            current,
+            previous,
+            trend_score_sql(current=current, previous=previous),
+            trending_sql(current=current, previous=previous, minimum="%(min)s"),
+        ]
+    sql = f"""
+        SELECT {", ".join(columns)}
+        FROM (
+            SELECT sum(count) AS count FROM analytics_demandbucket WHERE entity_id = %(id)s AND hour = %(h0)s
+        ) AS o
+        LEFT JOIN analytics_demandwindow AS w ON w.entity_id = %(id)s
+    """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"id": entity_id, "h0": h0, "min": settings.TRENDING_MIN_QUERIES})
+        row = cursor.fetchone()
+    windows = {}
+    for index, timeframe in enumerate(TIMEFRAMES):
+        current, previous, score, trending = row[4 * index : 4 * index + 4]
         windows[timeframe] = {
             "current_period_queries": current,
             "previous_period_queries": previous,
             "growth_rate": demand_growth_rate(current=current, previous=previous),
-            "trend_score": row[f"trend_score_{timeframe}"] if row else 0.0,
-            "trending": row[f"trending_{timeframe}"] if row else False,
+            "trend_score": score,
+            "trending": trending,
         }
     return windows
 

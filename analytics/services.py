@@ -1,7 +1,9 @@
 """Writes of demand history: hourly buckets, the trending windows built on them, and their pruning.
 
-`demand_buckets_add` is called by the stream worker inside its apply transaction; the windows
-(`DemandWindow`) move with the buckets in that same transaction, so trending is exact at all times.
+`demand_buckets_add` is called by the stream worker inside its apply transaction. The stored windows
+(`DemandWindow`) leave out the open hour h0, so the worker's events of the current hour only touch
+buckets; a late event (an hour before h0) also moves the windows, in that same transaction. Once an
+hour, `demand_windows_roll` moves the windows on by the hours that closed.
 """
 
 from __future__ import annotations
@@ -9,42 +11,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from analytics.models import TIMEFRAME_HOURS, DemandBucket
+from analytics.definitions import (
+    TIMEFRAME_HOURS,
+    WINDOW_EDGE_OFFSETS,
+    WINDOW_SPAN_HOURS,
+    hour_floor,
+    stored_window_sums_sql,
+)
+from analytics.models import DemandBucket
 
 # Writers of buckets hold it shared, a roll holds it exclusive: a roll never misses a bucket in flight.
 DEMAND_WINDOWS_LOCK = 0x4D57_4457  # "MWDW"
-# The oldest hour any window holds is h0 - (WINDOW_SPAN_HOURS - 1)h.
-WINDOW_SPAN_HOURS = 2 * max(TIMEFRAME_HOURS.values())
 WINDOW_COLUMNS = [f"{period}_{timeframe}" for timeframe in TIMEFRAME_HOURS for period in ("current", "previous")]
-
-
-def hour_floor(moment: datetime) -> datetime:
-    """The start of the UTC hour that contains `moment`."""
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def window_sums_sql(*, amount: str, hour: str, h0: str) -> list[str]:
-    """SQL aggregates, one per WINDOW_COLUMNS entry: the sum of `amount` over the buckets in that window.
-
-    The one SQL statement of the window definition: for H hours the current window is the bucket hours
-    (h0 - H, h0] and the previous one (h0 - 2H, h0 - H]. Arguments are SQL expressions.
-    """
-    sums = []
-    for hours in TIMEFRAME_HOURS.values():
-        for newest, oldest in ((0, hours), (hours, 2 * hours)):
-            sums.append(
-                f"coalesce(sum({amount}) FILTER (WHERE {hour} > {h0} - interval '{oldest} hours'"
-                f" AND {hour} <= {h0} - interval '{newest} hours'), 0)"
-            )
-    return sums
-
-
 _COLUMNS = ", ".join(WINDOW_COLUMNS)
 
 _ADD_SQL = f"""
@@ -60,9 +44,9 @@ WITH batch AS (
     SELECT hour AS h0 FROM analytics_demandwindowstate WHERE id = 1 AND hour IS NOT NULL
 )
 INSERT INTO analytics_demandwindow AS w (entity_id, {_COLUMNS})
-SELECT batch.entity_id, {", ".join(window_sums_sql(amount="batch.amount", hour="batch.hour", h0="state.h0"))}
+SELECT batch.entity_id, {", ".join(stored_window_sums_sql(amount="batch.amount", hour="batch.hour", h0="state.h0"))}
 FROM batch CROSS JOIN state
-WHERE batch.hour <= state.h0 AND batch.hour > state.h0 - interval '{WINDOW_SPAN_HOURS} hours'
+WHERE batch.hour < state.h0 AND batch.hour > state.h0 - interval '{WINDOW_SPAN_HOURS} hours'
 GROUP BY batch.entity_id
 ORDER BY batch.entity_id
 ON CONFLICT (entity_id) DO UPDATE SET {", ".join(f"{c} = w.{c} + EXCLUDED.{c}" for c in WINDOW_COLUMNS)}
@@ -70,21 +54,19 @@ ON CONFLICT (entity_id) DO UPDATE SET {", ".join(f"{c} = w.{c} + EXCLUDED.{c}" f
 
 _REBUILD_SQL = f"""
 INSERT INTO analytics_demandwindow (entity_id, {_COLUMNS})
-SELECT entity_id, {", ".join(window_sums_sql(amount="count", hour="hour", h0="%(h0)s::timestamptz"))}
+SELECT entity_id, {", ".join(stored_window_sums_sql(amount="count", hour="hour", h0="%(h0)s::timestamptz"))}
 FROM analytics_demandbucket
-WHERE hour <= %(h0)s AND hour > %(h0)s::timestamptz - interval '{WINDOW_SPAN_HOURS} hours'
+WHERE hour < %(h0)s AND hour > %(h0)s::timestamptz - interval '{WINDOW_SPAN_HOURS} hours'
 GROUP BY entity_id
 """  # noqa: S608 - built from constants only
 
-# Only buckets whose hour enters or leaves some window between the two h0 are read: for every
-# window edge offset k, the hours in (lo - k, hi - k].
-_EDGE_OFFSETS = sorted({0} | {hours for hours in TIMEFRAME_HOURS.values()} | {2 * h for h in TIMEFRAME_HOURS.values()})
+# Only the buckets of hours that enter or leave a stored window between the two h0 are read.
 _EDGES_SQL = " OR ".join(
     f"(hour > %(lo)s::timestamptz - interval '{k} hours' AND hour <= %(hi)s::timestamptz - interval '{k} hours')"
-    for k in _EDGE_OFFSETS
+    for k in WINDOW_EDGE_OFFSETS
 )
-_NEW_SUMS = window_sums_sql(amount="count", hour="hour", h0="%(new)s::timestamptz")
-_OLD_SUMS = window_sums_sql(amount="count", hour="hour", h0="%(old)s::timestamptz")
+_NEW_SUMS = stored_window_sums_sql(amount="count", hour="hour", h0="%(new)s::timestamptz")
+_OLD_SUMS = stored_window_sums_sql(amount="count", hour="hour", h0="%(old)s::timestamptz")
 _DELTAS = ", ".join(f"{new} - {old} AS {c}" for new, old, c in zip(_NEW_SUMS, _OLD_SUMS, WINDOW_COLUMNS, strict=True))
 _ROLL_SQL = f"""
 MERGE INTO analytics_demandwindow AS w
@@ -102,11 +84,11 @@ WHEN NOT MATCHED AND ({" OR ".join(f"d.{c} <> 0" for c in WINDOW_COLUMNS)}) THEN
 
 
 def demand_buckets_add(*, counts: Mapping[tuple[uuid.UUID, datetime], int]) -> None:
-    """Add `counts[(entity_id, hour)]` to the hourly demand buckets and the trending windows.
+    """Add `counts[(entity_id, hour)]` to the hourly demand buckets (and, for closed hours, the windows).
 
     `hour` is the UTC start of the hour (other moments are truncated to their hour). Runs inside the
     caller's transaction, so buckets and windows commit or roll back with the counters and the inbox.
-    Two statements: one set-based upsert of the buckets and the windows, after a shared lock.
+    Two statements: a shared lock, then one set-based upsert of the buckets and the windows.
     """
     if not counts:
         return
@@ -116,13 +98,13 @@ def demand_buckets_add(*, counts: Mapping[tuple[uuid.UUID, datetime], int]) -> N
         hours.append(hour)
         amounts.append(amount)
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        # Taken in its own statement: the next one then sees the state of any roll committed meanwhile.
+        # Its own statement: the upsert's snapshot then includes any roll that committed meanwhile.
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [DEMAND_WINDOWS_LOCK])
         cursor.execute(_ADD_SQL, [entity_ids, hours, amounts])
 
 
 def demand_windows_roll(*, now: datetime | None = None) -> datetime:
-    """Make the windows relative to the hour of `now` (default: the current hour); return that hour.
+    """Make the stored windows relative to the hour of `now` (default: the current hour); return that hour.
 
     Reads only the buckets of the hours that enter or leave a window, so a roll by one hour touches a
     few hours of buckets. The first build, or a jump of 60 days or more, recomputes every window.

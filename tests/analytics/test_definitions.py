@@ -333,3 +333,48 @@ def test_prune_deletes_buckets_past_retention_and_keeps_the_windows(settings):
     # Rolled forward later, the windows still match the buckets that are left.
     later = NOW + timedelta(days=2)
     assert window(entity, "30d", now=later) == (1, 0)  # day 1 is now 3 days old; day 59 is now 61: gone
+
+
+def test_trending_ties_across_the_open_hour_and_the_stored_windows():
+    # Every entity has (current 5, previous 1); some counted in the open hour h0, some in closed hours.
+    for name, hour in (("Bravo", hours_ago(1)), ("Alpha", H0), ("Zed", hours_ago(5)), ("Able", hours_ago(3))):
+        entity = EntityFactory(name=name)
+        queries_add(entity, hour, 5)
+        queries_add(entity, hours_ago(30), 1)
+    assert [row["name"] for row in demand_trending(timeframe="1d", now=NOW)] == ["Able", "Alpha", "Bravo", "Zed"]
+    assert [row["name"] for row in demand_trending(timeframe="1d", limit=1, now=NOW)] == ["Able"]
+    assert [row["name"] for row in demand_trending(timeframe="1d", limit=2, now=NOW)] == ["Able", "Alpha"]
+    assert demand_trending_count(timeframe="1d", now=NOW) == 4
+
+
+def test_events_of_the_open_hour_touch_only_buckets_until_the_hour_closes():
+    entity = EntityFactory()
+    demand_windows(entity_id=entity.pk, now=NOW)  # windows relative to H0
+    queries_add(entity, H0, 3)
+    assert not DemandWindow.objects.filter(pk=entity.pk).exists()  # the worker's common case: buckets only
+    assert window(entity, "1d") == (3, 0)
+    assert demand_trending_count(timeframe="1d", now=NOW) == 1
+    queries_add(entity, H0 + timedelta(hours=2), 4)  # ahead of the stored windows' hour
+    assert window(entity, "1d") == (3, 0)
+    assert window(entity, "1d", now=NOW + timedelta(hours=2)) == (7, 0)
+    assert DemandWindow.objects.get(pk=entity.pk).current_1d == 3  # H0 closed; H0+2h is the open hour
+
+
+def test_the_orm_trending_condition_agrees_with_demand_trending():
+    from django.db.models import BooleanField, ExpressionWrapper
+
+    from analytics.selectors import demand_trending_condition, demand_windows_sync
+
+    specs = [(6, 3, H0), (4, 0, hours_ago(2)), (5, 5, H0), (2, 0, H0), (3, 2, hours_ago(1)), (9, 1, H0)]
+    for index, (current, previous, hour) in enumerate(specs):
+        entity = EntityFactory(name=f"e{index}")
+        queries_add(entity, hour, current)
+        if previous:
+            queries_add(entity, hours_ago(40), previous)
+    demand_windows_sync(now=NOW)
+    condition = demand_trending_condition(timeframe="1d", now=NOW)
+    expected = {row["name"] for row in demand_trending(timeframe="1d", limit=50, now=NOW)}
+    assert expected == {"e0", "e1", "e4", "e5"}
+    assert set(Entity.objects.filter(condition).values_list("name", flat=True)) == expected
+    flags = Entity.objects.annotate(trending=ExpressionWrapper(condition, output_field=BooleanField()))
+    assert {e.name for e in flags if e.trending} == expected

@@ -1,0 +1,51 @@
+"""The demand definitions, each written once: hour buckets, trending windows, trend_score and trending.
+
+Windows are whole UTC hours. With h0 the start of the current hour and H the timeframe in hours, the
+current window is the buckets of hours [h0 - (H-1)h, h0] and the previous one [h0 - (2H-1)h, h0 - Hh].
+`DemandWindow` stores them without the still-open hour h0 (so a worker writing this hour's events
+never touches it); readers add h0's bucket (`analytics.selectors`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+# Trending timeframes: name -> window length in hours. DemandWindow's field suffixes follow the names.
+TIMEFRAME_HOURS = {"1d": 24, "7d": 168, "30d": 720}
+# The oldest hour any window holds is h0 - (WINDOW_SPAN_HOURS - 1)h.
+WINDOW_SPAN_HOURS = 2 * max(TIMEFRAME_HOURS.values())
+
+
+def hour_floor(moment: datetime) -> datetime:
+    """The start of the UTC hour that contains `moment`: the bucket of an event at `moment`."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def trend_score_sql(*, current: str, previous: str) -> str:
+    """trend_score = (current - previous) / sqrt(previous + 1), as SQL over two column expressions."""
+    return f"(({current} - {previous})::float8 / sqrt(({previous})::float8 + 1.0))"
+
+
+def trending_sql(*, current: str, previous: str, minimum: str) -> str:
+    """Trending: current >= minimum (TRENDING_MIN_QUERIES) and current > previous, as a SQL condition."""
+    return f"({current} >= {minimum} AND {current} > {previous})"
+
+
+def stored_window_sums_sql(*, amount: str, hour: str, h0: str) -> list[str]:
+    """SQL aggregates, in DemandWindow's column order, summing `amount` over each stored window.
+
+    Stored current window: hours (h0 - H, h0 - 1h] (the open hour h0 is left out); previous:
+    (h0 - 2H, h0 - H]. Arguments are SQL expressions.
+    """
+    sums = []
+    for hours in TIMEFRAME_HOURS.values():
+        for newest, oldest in ((1, hours), (hours, 2 * hours)):
+            sums.append(
+                f"coalesce(sum({amount}) FILTER (WHERE {hour} > {h0} - interval '{oldest} hours'"
+                f" AND {hour} <= {h0} - interval '{newest} hours'), 0)"
+            )
+    return sums
+
+
+# For every hour offset k here, a stored window gains or loses the bucket of hour h0 - k when h0 moves.
+WINDOW_EDGE_OFFSETS = sorted({1} | set(TIMEFRAME_HOURS.values()) | {2 * h for h in TIMEFRAME_HOURS.values()})

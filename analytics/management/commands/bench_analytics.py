@@ -1,0 +1,353 @@
+"""Benchmark the demand analytics endpoints at scale in a throwaway database, against a naive baseline.
+
+Creates a database on the same PostgreSQL server, migrates it, loads (set-based SQL, not through the
+worker) 100,000 entities and 5,000,000 Zipf-skewed events over 60 days as hourly buckets plus the
+entity counters, then requests every endpoint through the real URL stack with a staff JWT: p50/p95,
+cold (a new database session before every request, no result cache anywhere) and warm. In the same
+run it times the naive GROUP BY over hourly buckets for 30d trending (the baseline), checks both give
+the same answer, and times the write path and the hourly roll. The database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+from django.utils import timezone
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from analytics.selectors import demand_trending, demand_windows_sync
+from analytics.services import demand_buckets_add, demand_windows_roll, hour_floor
+from entities.models import Entity, EntityType
+
+MANAGE = Path(settings.BASE_DIR) / "manage.py"
+BASE = "/api/analytics/demand/"
+TARGET_P95_MS = 50.0
+
+# Share of each entity type among the bench entities (people and companies dominate, as in the real data).
+TYPE_SHARES = [
+    (EntityType.PERSON, 0.35),
+    (EntityType.COMPANY, 0.20),
+    (EntityType.PROJECT, 0.20),
+    (EntityType.PRODUCTION_COMPANY, 0.08),
+    (EntityType.DEAL, 0.07),
+    (EntityType.PLATFORM, 0.05),
+    (EntityType.GENRE, 0.03),
+    (EntityType.FORMAT, 0.02),
+]
+
+# Zipf (s = 1) ranks by inverse transform: P(rank <= x) = ln(x + 1) / ln(N + 1). Each entity also gets a
+# trend shape g: an event's age is H * random()^g, so g > 1 leans recent (rising), g < 1 leans old.
+EVENTS_SQL = """
+INSERT INTO analytics_demandbucket (entity_id, hour, count)
+SELECT r.entity_id, %(h0)s::timestamptz - floor(%(hours)s * power(random(), r.trend)) * interval '1 hour', count(*)
+FROM (
+    SELECT least(%(entities)s, floor(exp(random() * ln(%(entities)s + 1)))::int) AS rank
+    FROM generate_series(1, %(events)s)
+) AS e
+JOIN bench_rank AS r USING (rank)
+GROUP BY 1, 2
+"""
+
+COUNTERS_SQL = """
+UPDATE entities_entity AS e
+SET query_count = s.total, demand_score = s.total,
+    first_queried_at = s.first_hour + interval '7 minutes', last_queried_at = s.last_hour + interval '41 minutes'
+FROM (
+    SELECT entity_id, sum(count) AS total, min(hour) AS first_hour, max(hour) AS last_hour
+    FROM analytics_demandbucket GROUP BY entity_id
+) AS s
+WHERE e.id = s.entity_id
+"""
+
+# The naive baseline: 30d trending straight from the hourly buckets, one GROUP BY per request.
+NAIVE_TRENDING_SQL = """
+SELECT s.entity_id, s.cur, s.prev
+FROM (
+    SELECT entity_id,
+           coalesce(sum(count) FILTER (WHERE hour > %(h0)s::timestamptz - interval '720 hours'), 0) AS cur,
+           coalesce(sum(count) FILTER (WHERE hour <= %(h0)s::timestamptz - interval '720 hours'), 0) AS prev
+    FROM analytics_demandbucket
+    WHERE hour > %(h0)s::timestamptz - interval '1440 hours' AND hour <= %(h0)s
+    GROUP BY entity_id
+) AS s
+JOIN entities_entity AS e ON e.id = s.entity_id
+WHERE s.cur >= %(min)s AND s.cur > s.prev
+ORDER BY (s.cur - s.prev)::float8 / sqrt(s.prev + 1.0) DESC, s.cur DESC, e.name
+LIMIT %(limit)s
+"""
+
+
+def percentile(samples: list[float], share: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+class Command(BaseCommand):
+    help = "Measure the analytics endpoints (p50/p95, cold and warm) on 100k entities / 5M events."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--entities", type=int, default=100_000)
+        parser.add_argument("--events", type=int, default=5_000_000)
+        parser.add_argument("--days", type=int, default=60, help="Events are spread over this many days.")
+        parser.add_argument("--runs", type=int, default=40, help="Requests per endpoint and mode.")
+        parser.add_argument("--baseline-runs", type=int, default=5)
+        parser.add_argument("--keep-database", action="store_true", help="Do not drop the throwaway database.")
+        parser.add_argument("--explain", action="store_true", help="Print the query plans of the endpoints.")
+        # Internal: set by the outer run for the inner run, which works inside the throwaway database.
+        parser.add_argument("--inside", action="store_true", help="(internal)")
+
+    def handle(self, *args, **options):
+        if options["inside"]:
+            return self._bench(options)
+        name = f"mandate_wizard_bench_analytics_{uuid.uuid4().hex[:8]}"
+        database = connection.settings_dict
+        url = (
+            f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}:"
+            f"{database['PORT'] or 5432}/{name}"
+        )
+        env = {**os.environ, "DATABASE_URL": url}
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        self.stdout.write(f"throwaway database {name}")
+        try:
+            subprocess.run([sys.executable, str(MANAGE), "migrate", "--noinput", "-v0"], env=env, check=True)
+            argv = [sys.executable, str(MANAGE), "bench_analytics", "--inside"]
+            for option in ("entities", "events", "days", "runs", "baseline_runs"):
+                argv += [f"--{option.replace('_', '-')}", str(options[option])]
+            if options["explain"]:
+                argv.append("--explain")
+            if subprocess.run(argv, env=env).returncode:
+                raise CommandError("benchmark failed (see above)")
+        finally:
+            if not options["keep_database"]:
+                connection.close()
+                with connection.cursor() as cursor:
+                    cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                self.stdout.write(f"dropped {name}")
+
+    # -- inside the throwaway database ----------------------------------------------------------------------
+
+    def _bench(self, options) -> None:
+        out = self.stdout.write
+        now = timezone.now()
+        h0 = hour_floor(now)
+        self._load(options, h0)
+
+        started = time.perf_counter()
+        demand_windows_roll(now=now)
+        out(f"windows built from the buckets in {time.perf_counter() - started:.1f} s (once, at the first read)")
+        self._vacuum()
+
+        staff = get_user_model().objects.create_user(
+            username="bench-staff@example.com", password=uuid.uuid4().hex, is_staff=True
+        )
+        # The test client's host name; requests never leave this process.
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(staff)}")
+        ranked = list(Entity.objects.order_by("-demand_score", "-query_count", "name").values_list("id", flat=True))
+        sample = [ranked[min(i, len(ranked) - 1)] for i in (0, 9, 99, 999, 9_999, len(ranked) - 1)]
+        endpoints: dict[str, Callable[[int], str]] = {
+            "stats": lambda i: "stats/",
+            "top": lambda i: "top/?limit=10",
+            "top type=format offset=100": lambda i: "top/?limit=100&offset=100&entity_type=format",
+            "trending 1d": lambda i: "trending/?timeframe=1d&limit=10",
+            "trending 7d": lambda i: "trending/?timeframe=7d&limit=10",
+            "trending 30d": lambda i: "trending/?timeframe=30d&limit=50",
+            "stale": lambda i: "stale/?limit=100",
+            "entity": lambda i: f"entity/{sample[i % len(sample)]}/",
+            "timeseries 30d by day": lambda i: f"entity/{sample[i % len(sample)]}/timeseries/?days=30",
+            "timeseries 30d by hour": lambda i: f"entity/{sample[i % len(sample)]}/timeseries/?days=30&interval=hour",
+        }
+        if options["explain"]:
+            self._explain(client, endpoints)
+
+        demand_windows_sync()  # a roll at an hour boundary is timed on its own below, not inside a request
+        runs = options["runs"]
+        out(f"\n{'endpoint':<28}{'cold p50':>10}{'cold p95':>10}{'warm p50':>10}{'warm p95':>10}   (ms, {runs} runs)")
+        worst = 0.0
+        for label, path in endpoints.items():
+            self._get(client, BASE + path(0))  # import and URL resolver warm-up, not measured
+            cold = [self._timed_get(client, BASE + path(i), fresh_session=True) for i in range(runs)]
+            warm = [self._timed_get(client, BASE + path(i), fresh_session=False) for i in range(runs)]
+            worst = max(worst, percentile(cold, 0.95))
+            out(
+                f"{label:<28}{statistics.median(cold):>10.1f}{percentile(cold, 0.95):>10.1f}"
+                f"{statistics.median(warm):>10.1f}{percentile(warm, 0.95):>10.1f}"
+            )
+        verdict = "meets" if worst <= TARGET_P95_MS else "MISSES"
+        out(f"worst cold p95 {worst:.1f} ms: {verdict} the {TARGET_P95_MS:.0f} ms target")
+
+        self._baseline(options, now)
+        self._roll_and_write(now)
+
+    def _load(self, options, h0) -> None:
+        out = self.stdout.write
+        entities, events, hours = options["entities"], options["events"], options["days"] * 24
+        started = time.perf_counter()
+        types = [kind for kind, share in TYPE_SHARES for _ in range(round(share * 100))]
+        ids = [uuid.uuid4() for _ in range(entities)]
+        stamp = timezone.now()
+        Entity.objects.bulk_create(
+            [
+                Entity(
+                    id=entity_id,
+                    name=f"Bench entity {index:06d}",
+                    entity_type=types[(index * 7919) % len(types)],
+                    data={"title": "Executive", "company": f"Studio {index % 97}"},
+                    created_at=stamp - timedelta(days=400),
+                    # Content age 0-365 days: most of the demand is on records older than 30 days.
+                    updated_at=stamp - timedelta(days=(index * 7907) % 365, minutes=index % 1440),
+                )
+                for index, entity_id in enumerate(ids)
+            ],
+            batch_size=5000,
+        )
+        out(f"created {entities:,} entities in {time.perf_counter() - started:.1f} s")
+
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute("SET work_mem = '256MB'")
+            cursor.execute("CREATE TEMP TABLE bench_rank (rank int PRIMARY KEY, entity_id uuid, trend float8)")
+            # Rank 1 is the most asked-about entity; trend g = e^U, U uniform in [-0.7, 0.7].
+            cursor.execute(
+                "INSERT INTO bench_rank SELECT r, id, exp((random() - 0.5) * 1.4)"
+                " FROM unnest(%s::uuid[]) WITH ORDINALITY AS t(id, r)",
+                [ids],
+            )
+            cursor.execute(EVENTS_SQL, {"h0": h0, "hours": hours, "entities": entities, "events": events})
+            buckets = cursor.rowcount
+            cursor.execute(COUNTERS_SQL)
+            cursor.execute("SELECT sum(count) FROM analytics_demandbucket")
+            counted = cursor.fetchone()[0]
+            cursor.execute("RESET work_mem")
+        if counted != events:
+            raise CommandError(f"loaded {counted} events, expected {events}")
+        out(
+            f"loaded {events:,} events over {options['days']} days as {buckets:,} hourly buckets, "
+            f"and the entity counters, in {time.perf_counter() - started:.1f} s"
+        )
+
+    def _vacuum(self) -> None:
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            for table in ("entities_entity", "analytics_demandbucket", "analytics_demandwindow"):
+                cursor.execute(f"VACUUM ANALYZE {table}")
+        self.stdout.write(f"vacuum analyze in {time.perf_counter() - started:.1f} s")
+
+    def _get(self, client: APIClient, url: str):
+        response = client.get(url)
+        if response.status_code != 200:
+            raise CommandError(f"{url} answered {response.status_code}: {response.content[:200]!r}")
+        return response
+
+    def _timed_get(self, client: APIClient, url: str, *, fresh_session: bool) -> float:
+        if fresh_session:
+            # A new PostgreSQL backend: no cached plans or catalog entries (the connection is made before timing).
+            connection.close()
+            connection.ensure_connection()
+        started = time.perf_counter()
+        self._get(client, url)
+        return (time.perf_counter() - started) * 1000
+
+    def _explain(self, client, endpoints) -> None:
+        from django.test.utils import CaptureQueriesContext
+
+        for label, path in endpoints.items():
+            with CaptureQueriesContext(connection) as queries:
+                self._get(client, BASE + path(0))
+            self.stdout.write(f"\n== {label}: {len(queries)} queries")
+            for query in queries:
+                sql = query["sql"]
+                if not sql.lstrip().upper().startswith("SELECT"):
+                    continue
+                with connection.cursor() as cursor:
+                    cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+                    plan = "\n".join(row[0] for row in cursor.fetchall())
+                self.stdout.write(f"-- {sql[:300]}\n{plan}")
+
+    def _baseline(self, options, now) -> None:
+        out = self.stdout.write
+        params = {"h0": hour_floor(now), "min": settings.TRENDING_MIN_QUERIES, "limit": 50}
+        timings = []
+        for _ in range(options["baseline_runs"]):
+            connection.close()
+            connection.ensure_connection()
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute(NAIVE_TRENDING_SQL, params)
+                naive = cursor.fetchall()
+            timings.append((time.perf_counter() - started) * 1000)
+        out(
+            f"\nbaseline: naive 30d trending (GROUP BY over the hourly buckets), query only, "
+            f"{options['baseline_runs']} cold runs: p50 {statistics.median(timings):.0f} ms, "
+            f"max {max(timings):.0f} ms"
+        )
+        ours = [
+            (row["id"], row["current_period_queries"], row["previous_period_queries"])
+            for row in demand_trending(timeframe="30d", limit=50, now=now)
+        ]
+        if ours != [tuple(row) for row in naive]:
+            raise CommandError("30d trending from the windows differs from the naive recount")
+        out("exactness: the windows' 30d top 50 equals the naive recount (ids, current, previous)")
+
+    def _roll_and_write(self, now) -> None:
+        out = self.stdout.write
+        for hours in (1, 24):
+            started = time.perf_counter()
+            demand_windows_roll(now=now + timedelta(hours=hours))
+            forward = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            demand_windows_roll(now=now)
+            out(
+                f"roll of the windows by {hours} h: {forward:.0f} ms forward, "
+                f"{(time.perf_counter() - started) * 1000:.0f} ms back"
+            )
+
+        # The worker's write path: 1,000 (entity, hour) counts per call, rolled back after measuring.
+        ids = list(Entity.objects.order_by("?").values_list("id", flat=True)[:20_000])
+        h0 = hour_floor(now)
+        batches = [
+            {(ids[(b * 1000 + i) % len(ids)], h0 - timedelta(hours=i % 3)): 1 + i % 2 for i in range(1000)}
+            for b in range(20)
+        ]
+        plain_sql = (
+            "INSERT INTO analytics_demandbucket (entity_id, hour, count)"
+            " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::bigint[]) ORDER BY 1, 2"
+            " ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count + EXCLUDED.count"
+        )
+
+        def plain_add(counts):
+            keys = list(counts)
+            with connection.cursor() as cursor:
+                cursor.execute(plain_sql, [[k[0] for k in keys], [k[1] for k in keys], [counts[k] for k in keys]])
+
+        def windows_add(counts):
+            demand_buckets_add(counts=counts)
+
+        for label, add in (
+            ("buckets only (baseline)", plain_add),
+            ("buckets + windows (demand_buckets_add)", windows_add),
+        ):
+            with transaction.atomic():
+                started = time.perf_counter()
+                for counts in batches:
+                    add(counts)
+                elapsed = (time.perf_counter() - started) * 1000 / len(batches)
+                transaction.set_rollback(True)
+            out(f"write path, 1,000 (entity, hour) counts per call: {label}: {elapsed:.1f} ms per call")
