@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from analytics.admin import demand_dashboard_view
 from mandate_wizard.metrics import MetricsView
 
 # Name shown at /api/ -> URL name. Each app adds its endpoints here.
@@ -37,6 +38,7 @@ class ApiRootView(APIView):
 
 
 urlpatterns = [
+    path("admin/demand-dashboard/", demand_dashboard_view, name="admin-demand-dashboard"),
     path("admin/", admin.site.urls),
     path("api/", ApiRootView.as_view(), name="api-root"),
     path("api/", include("entities.urls")),
