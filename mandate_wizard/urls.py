@@ -9,10 +9,15 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from analytics.admin import demand_dashboard_view
+from entities.answer_apis import AnswerApi
+from mandate_wizard.auth import LoginApi, RefreshApi
 from mandate_wizard.metrics import MetricsView
 
 # Name shown at /api/ -> URL name. Each app adds its endpoints here.
 API_ROOT_LINKS = {
+    "auth-login": "auth-login",
+    "auth-refresh": "auth-refresh",
+    "answer": "answer",
     "entities": "entity-list",
     "analytics-demand-stats": "analytics-demand-stats",
     "analytics-demand-top": "analytics-demand-top",
@@ -40,7 +45,10 @@ class ApiRootView(APIView):
 urlpatterns = [
     path("admin/demand-dashboard/", demand_dashboard_view, name="admin-demand-dashboard"),
     path("admin/", admin.site.urls),
+    path("auth/login", LoginApi.as_view(), name="auth-login"),
+    path("auth/refresh", RefreshApi.as_view(), name="auth-refresh"),
     path("api/", ApiRootView.as_view(), name="api-root"),
+    path("api/answer", AnswerApi.as_view(), name="answer"),
     path("api/", include("entities.urls")),
     path("api/analytics/demand/", include("analytics.urls")),
     path("api/events/", include("streams.urls")),

@@ -1,0 +1,113 @@
+"""`POST /api/answer`: retrieve the entities a question is about, answer it, and record the demand."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+from entities.answers import composer, entity_snippet
+from entities.retrieval import entity_search
+from mandate_wizard.auth import AnswerUserThrottle
+from mandate_wizard.openapi import ERROR_RESPONSES, ErrorSerializer
+from streams.events import QuerySignal
+from streams.publisher import query_signals_publish
+
+QUESTION_MAX_LENGTH = 1000
+LIMIT_DEFAULT, LIMIT_MAX = 5, 20
+
+
+class StrictCharField(serializers.CharField):
+    """A string and only a string (DRF's CharField would turn 42 into "42")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer and only that: not "5", not 5.0, not true."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class AnswerApi(APIView):
+    authentication_classes = [JWTAuthentication]
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [AnswerUserThrottle]
+    parser_classes = [JSONParser]
+
+    class InputSerializer(serializers.Serializer):
+        question = StrictCharField(max_length=QUESTION_MAX_LENGTH, trim_whitespace=True)
+        limit = StrictIntegerField(min_value=1, max_value=LIMIT_MAX, default=LIMIT_DEFAULT)
+
+        def to_internal_value(self, data):
+            if not isinstance(data, dict):
+                raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+            if unknown := sorted(set(data) - set(self.fields)):
+                raise serializers.ValidationError(
+                    {name: ["Unknown field: the body takes only question and limit."] for name in unknown}
+                )
+            return super().to_internal_value(data)
+
+    class OutputSerializer(serializers.Serializer):
+        class EntitySerializer(serializers.Serializer):
+            id = serializers.UUIDField()
+            name = serializers.CharField()
+            entity_type = serializers.CharField()
+            score = serializers.FloatField(
+                help_text="Fused retrieval score (reciprocal rank fusion); higher ranks first."
+            )
+            snippet = serializers.CharField()
+
+        answer = serializers.CharField()
+        entities = EntitySerializer(many=True)
+        question = serializers.CharField()
+
+    @extend_schema(
+        summary="Answer a question",
+        description=(
+            "Hybrid retrieval (name trigrams, full-text search, embeddings) over all entities, an answer "
+            "composed from their data, and one QuerySignal per returned entity. No relevant entity: a plain "
+            "'nothing found' answer, an empty list and no signals."
+        ),
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            **ERROR_RESPONSES,
+            429: OpenApiResponse(ErrorSerializer, description="Too many questions (see Retry-After)"),
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        question, limit = serializer.validated_data["question"], serializer.validated_data["limit"]
+        hits = entity_search(question=question, limit=limit)
+        answer = composer().compose(question=question, hits=hits)
+        if hits:
+            user_id = request.user.pk
+            signals = [
+                QuerySignal.new(entity_id=hit.id, entity_type=hit.entity_type, query=question, user_id=user_id)
+                for hit in hits
+            ]
+            # Never raises: when Redis is down the signals go to the outbox (see streams.publisher).
+            query_signals_publish(signals=signals)
+        entities = [
+            {
+                "id": hit.id,
+                "name": hit.name,
+                "entity_type": hit.entity_type,
+                "score": round(hit.score, 6),
+                "snippet": entity_snippet(hit),
+            }
+            for hit in hits
+        ]
+        return Response(self.OutputSerializer({"answer": answer, "entities": entities, "question": question}).data)

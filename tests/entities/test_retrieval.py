@@ -1,0 +1,87 @@
+"""Hybrid retrieval on real PostgreSQL (pg_trgm, full-text search, pgvector): names, typos, parts, topics."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from entities.retrieval import entity_search, question_terms
+from tests.entities.catalog import catalog_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def catalog():
+    return catalog_create()
+
+
+def names(question: str, limit: int = 5) -> list[str]:
+    return [hit.name for hit in entity_search(question=question, limit=limit)]
+
+
+def test_question_terms_drop_stop_and_framing_words_and_fold_accents():
+    assert question_terms("Who is Chris Mansolillo?") == ["chris", "mansolillo"]
+    assert question_terms("Tell me about Señor Studios, please") == ["senor", "studios"]
+    assert question_terms("What is he looking for?") == []
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["Who is Chris Mansolillo?", "who is chris mansolillo", "What is Chris Mansolillo looking for?", "Mansolillo"],
+)
+def test_the_named_person_comes_first(catalog, question):
+    assert names(question)[0] == "Chris Mansolillo"
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Who is Chris Mansolilo?",  # a letter missing
+        "Who is Chris Mansolilllo?",  # a letter doubled
+        "Who is Chris Mnasolillo?",  # two letters swapped
+        "Who is Chris Mansolillp?",  # a wrong letter
+        "Who is Priya Lindqvst?",
+        "Tell me about Silver Harbour Studios",
+    ],
+)
+def test_one_typo_still_finds_the_entity_first(catalog, question):
+    expected = "Silver Harbor Studios" if "Studios" in question else question.split(" ", 2)[2][:5]
+    assert names(question)[0].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("Who is Okafor?", "Dana Okafor"),
+        ("Who is Mansol?", "Chris Mansolillo"),
+        ("Tell me about Silver Harbor", "Silver Harbor Studios"),
+        ("Midnight Crown", "The Midnight Crown"),
+    ],
+)
+def test_partial_names_find_the_entity_first(catalog, question, expected):
+    assert names(question)[0] == expected
+
+
+def test_a_mandate_topic_finds_the_person_looking_for_it(catalog):
+    assert names("Who is looking for nature documentaries with a conservation angle?")[0] == "Priya Lindqvist"
+    assert names("Who buys culinary competition formats?")[0] == "Dana Okafor"
+
+
+@pytest.mark.parametrize("question", ["What is the weather in Paris?", "xyzzy plugh", "Who is he?", "?!"])
+def test_nothing_relevant_returns_nothing(catalog, question):
+    assert names(question) == []
+
+
+def test_limit_and_scores_are_ordered(catalog):
+    hits = entity_search(question="Who is Chris?", limit=2)
+    assert len(hits) == 2
+    assert {hit.name for hit in hits} == {"Chris Mansolillo", "Chris Ishikawa"}
+    assert hits[0].score >= hits[1].score > 0
+
+
+def test_entities_without_embeddings_are_still_found_by_name_and_text(catalog):
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE entities_entity SET embedding = NULL")
+    assert names("Who is Chris Mansolilo?")[0] == "Chris Mansolillo"
+    assert names("nature documentaries")[0] == "Priya Lindqvist"
