@@ -105,6 +105,7 @@ _CODE_SERVICE = {
         "startCommand": {"type": "string"},
         "preDeployCommand": {"type": "string"},
         "healthCheckPath": {"type": "string", "pattern": "^/"},
+        "schedule": {"type": "string", "pattern": r"^\S+ \S+ \S+ \S+ \S+$"},
         "autoDeploy": {"type": "boolean"},
         "numInstances": {"type": "integer", "minimum": 1},
         "envVars": {"type": "array", "items": _ENV_VAR},
@@ -229,8 +230,20 @@ def test_web_service_builds_migrates_and_serves_with_gunicorn(blueprint):
 def test_worker_runs_the_stream_worker(blueprint):
     worker = _service(blueprint, "worker")
     assert worker["runtime"] == "python"
-    assert shlex.split(worker["startCommand"])[:3] == ["python", "manage.py", "run_stream_worker"]
+    command = shlex.split(worker["startCommand"])
+    assert command[:3] == ["python", "manage.py", "run_stream_worker"]
+    assert command[command.index("--metrics-port") + 1] == "9100"
     assert "requirements/base.txt" in worker["buildCommand"]
+
+
+def test_daily_cron_requests_stale_updates_and_prunes(blueprint):
+    cron = _service(blueprint, "cron")
+    commands = [shlex.split(part) for part in cron["startCommand"].split("&&")]
+    assert [c[:3] for c in commands] == [
+        ["python", "manage.py", "request_stale_updates"],
+        ["python", "manage.py", "prune_demand_data"],
+    ]
+    assert len(cron["schedule"].split()) == 5
 
 
 def test_key_value_never_evicts_and_is_closed_to_the_internet(blueprint):
@@ -239,7 +252,7 @@ def test_key_value_never_evicts_and_is_closed_to_the_internet(blueprint):
     assert kv["ipAllowList"] == []
 
 
-@pytest.mark.parametrize("kind", ["web", "worker"])
+@pytest.mark.parametrize("kind", ["web", "worker", "cron"])
 def test_services_are_wired_to_the_database_and_key_value(blueprint, kind):
     env = _env(blueprint, _service(blueprint, kind))
     database = blueprint["databases"][0]
