@@ -39,6 +39,82 @@ class StaffOpsView(APIView):
         return super().handle_exception(exc)
 
 
+class ConsumerOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    pending = serializers.IntegerField(help_text="Entries delivered to this consumer and not yet acknowledged.")
+    idle_ms = serializers.IntegerField(help_text="Milliseconds since this consumer last read.")
+
+
+class GroupOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    exists = serializers.BooleanField()
+    consumers = ConsumerOutputSerializer(many=True)
+    pending = serializers.IntegerField(help_text="Delivered, not yet acknowledged.")
+    lag = serializers.IntegerField(help_text="Entries not yet delivered to the group.")
+    lag_exact = serializers.BooleanField(help_text="False when Redis could not report lag and it was counted, capped.")
+    last_delivered_id = serializers.CharField(allow_null=True)
+
+
+class StreamOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    exists = serializers.BooleanField()
+    length = serializers.IntegerField()
+    first_entry_id = serializers.CharField(allow_null=True)
+    last_entry_id = serializers.CharField(allow_null=True)
+    group = GroupOutputSerializer()
+
+
+class WorkerOutputSerializer(serializers.Serializer):
+    consumer = serializers.CharField()
+    started_at = serializers.CharField(allow_null=True)
+    events_processed = serializers.IntegerField()
+    last_batch_at = serializers.CharField(allow_null=True)
+    pid = serializers.CharField(allow_null=True)
+    host = serializers.CharField(allow_null=True)
+
+
+class StreamsInfoOutputSerializer(serializers.Serializer):
+    streams = StreamOutputSerializer(many=True)
+    totals = inline_serializer(
+        name="StreamTotals",
+        fields={
+            "length": serializers.IntegerField(),
+            "pending": serializers.IntegerField(),
+            "lag": serializers.IntegerField(),
+        },
+    )
+    dead_letter = inline_serializer(
+        name="DeadLetterSize", fields={"name": serializers.CharField(), "length": serializers.IntegerField()}
+    )
+    outbox = inline_serializer(
+        name="OutboxBacklog",
+        fields={
+            "backlog": serializers.IntegerField(),
+            "by_stream": serializers.DictField(child=serializers.IntegerField()),
+            "oldest_created_at": serializers.DateTimeField(allow_null=True),
+        },
+    )
+    workers = WorkerOutputSerializer(many=True, help_text="Workers whose heartbeat has not expired.")
+
+
+class DeadLetterEntryOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="Entry id in the dead-letter stream (use it to replay).")
+    reason = serializers.CharField()
+    source_stream = serializers.CharField()
+    source_id = serializers.CharField()
+    dead_at = serializers.CharField()
+    deliveries = serializers.CharField()
+    event_id = serializers.CharField()
+    fields = serializers.DictField(child=serializers.CharField(), help_text="The original entry's fields.")
+
+
+class DeadLetterListOutputSerializer(serializers.Serializer):
+    entries = DeadLetterEntryOutputSerializer(many=True)
+    count = serializers.IntegerField()
+    total = serializers.IntegerField(help_text="Entries in the dead-letter stream.")
+    limit = serializers.IntegerField()
+
+
 class StreamsInfoView(StaffOpsView):
     @extend_schema(
         summary="Event pipeline state",
@@ -47,21 +123,25 @@ class StreamsInfoView(StaffOpsView):
             " idle), pending total and lag (entries not yet delivered). Also the dead-letter length, the"
             " outbox backlog and the live workers from their heartbeats."
         ),
-        responses={200: OpenApiResponse(description="Streams info"), **ERROR_RESPONSES},
+        responses={
+            200: StreamsInfoOutputSerializer,
+            503: OpenApiResponse(description="Redis unreachable"),
+            **ERROR_RESPONSES,
+        },
     )
     def get(self, request: Request) -> Response:
-        return Response(streams_info())
+        return Response(StreamsInfoOutputSerializer(streams_info()).data)
 
 
 class UpdateRequestView(StaffOpsView):
-    class InputSerializer(serializers.Serializer):
+    class UpdateRequestInputSerializer(serializers.Serializer):
         entity_ids = serializers.ListField(
             child=serializers.UUIDField(), min_length=1, max_length=MAX_ENTITY_IDS, allow_empty=False
         )
         operation = serializers.ChoiceField(choices=OPERATIONS)
         source = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
-    class OutputSerializer(serializers.Serializer):
+    class UpdateRequestOutputSerializer(serializers.Serializer):
         event_id = serializers.UUIDField()
         operation = serializers.CharField()
         entity_count = serializers.IntegerField()
@@ -73,15 +153,15 @@ class UpdateRequestView(StaffOpsView):
             f"`refresh` records that the entities' content should be refreshed; `reindex` recomputes their search"
             f" data. 1 to {MAX_ENTITY_IDS} existing entity ids. Returns the event id of the published request."
         ),
-        request=InputSerializer,
+        request=UpdateRequestInputSerializer,
         responses={
-            202: OutputSerializer,
+            202: UpdateRequestOutputSerializer,
             503: OpenApiResponse(description="Redis and outbox both failed"),
             **ERROR_RESPONSES,
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.UpdateRequestInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         entity_ids = list(dict.fromkeys(data["entity_ids"]))
@@ -101,7 +181,7 @@ class UpdateRequestView(StaffOpsView):
             "entity_count": len(entity_ids),
             "delivery": "stream" if outcome.published else "outbox",
         }
-        return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.UpdateRequestOutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DeadLetterListView(StaffOpsView):
@@ -111,16 +191,17 @@ class DeadLetterListView(StaffOpsView):
         parameters=[
             OpenApiParameter("limit", int, description=f"1 to {DEAD_LETTER_LIST_MAX}, default 100"),
         ],
-        responses={200: OpenApiResponse(description="Dead-letter entries"), **ERROR_RESPONSES},
+        responses={200: DeadLetterListOutputSerializer, **ERROR_RESPONSES},
     )
     def get(self, request: Request) -> Response:
         limit = int_param(request, "limit", default=100, minimum=1, maximum=DEAD_LETTER_LIST_MAX)
         entries = dead_letter_list(limit=limit)
-        return Response({"entries": entries, "count": len(entries), "total": dead_letter_length(), "limit": limit})
+        data = {"entries": entries, "count": len(entries), "total": dead_letter_length(), "limit": limit}
+        return Response(DeadLetterListOutputSerializer(data).data)
 
 
 class DeadLetterReplayView(StaffOpsView):
-    class InputSerializer(serializers.Serializer):
+    class DeadLetterReplayInputSerializer(serializers.Serializer):
         ids = serializers.ListField(
             child=serializers.RegexField(r"^\d+-\d+$", max_length=41),
             required=False,
@@ -143,7 +224,7 @@ class DeadLetterReplayView(StaffOpsView):
             " fields and removes them from the dead-letter stream. The event id is kept, so an event that was"
             " already counted is counted once; entries whose event id is already in the inbox are only removed."
         ),
-        request=InputSerializer,
+        request=DeadLetterReplayInputSerializer,
         responses={
             200: inline_serializer(
                 name="DeadLetterReplay",
@@ -158,7 +239,7 @@ class DeadLetterReplayView(StaffOpsView):
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.DeadLetterReplayInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         outcome = dead_letters_replay(
