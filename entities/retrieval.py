@@ -42,6 +42,8 @@ IGNORED_WORDS = STOP_WORDS | FRAMING_WORDS
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 RRF_K = 10
+# Weighted RRF: names are what people ask about, so the name signal counts three times.
+NAME_WEIGHT, TEXT_WEIGHT, VECTOR_WEIGHT = 3.0, 1.0, 1.0
 # Words of a question looked up in the name index (names are short; long questions are about topics).
 MAX_NAME_TERMS = 8
 # Each signal's top POOL ranks enter the fusion; the vector signal scores all CANDIDATES of the others.
@@ -57,8 +59,8 @@ PARTIAL_NAME_WEIGHT = 0.9
 TEXT_COVERAGE_MIN = 0.5
 # Embeddings: cosine similarity a vector-only match needs to count.
 COSINE_MIN = 0.35
-# A person is what "who ..." asks for: such questions add one more ranked list, of people only.
-PERSON_INTENT = re.compile(r"^\s*(who|whom|whose)\b", re.IGNORECASE)
+# "Who ...?", "What is X looking for?" ask for a person: matching people are listed first.
+PERSON_INTENT = re.compile(r"^\s*(who|whom|whose)\b|\blooking for\b|\bmandate\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -106,21 +108,23 @@ trigram AS (
     -- (word_similarity >= pg_trgm.word_similarity_threshold, 0.6). Then the whole name is scored both
     -- ways: the name inside the question ("Who is Chris Mansolillo?"), or the question inside the
     -- name ("Mansol"), the latter discounted so an exact name outranks longer names containing it.
-    SELECT id, similarity, row_number() OVER (ORDER BY similarity DESC, id) AS rank
+    -- Equal scores are told apart by plain similarity: the name that covers more of the question.
+    SELECT id, similarity, rank() OVER (ORDER BY similarity DESC, coverage DESC) AS rank
     FROM (
         SELECT e.id, greatest(
                    strict_word_similarity(e.name, %(text)s),
                    %(partial_weight)s * word_similarity(%(text)s, e.name)
-               ) AS similarity
+               ) AS similarity,
+               similarity(e.name, %(text)s) AS coverage
         FROM entities_entity AS e
         WHERE e.id IN (SELECT c.id FROM name_term AS t JOIN entities_entity AS c ON c.name %%> t.term)
     ) scored
     WHERE similarity >= %(trigram_min)s
-    ORDER BY similarity DESC, id
+    ORDER BY similarity DESC, coverage DESC, id
     LIMIT %(candidates)s
 ),
 text_match AS (
-    SELECT id, text_rank, row_number() OVER (ORDER BY text_rank DESC, id) AS rank
+    SELECT id, text_rank, rank() OVER (ORDER BY text_rank DESC) AS rank
     FROM (
         SELECT e.id, ts_rank(e.search_vector, q.query) AS text_rank,
                (SELECT count(*) FROM lexeme WHERE e.search_vector @@ lexeme.query) AS matched
@@ -141,7 +145,7 @@ nearest AS (
 vector AS (
     -- Exact cosine over every candidate: the ANN scan alone misses close neighbours of sparse
     -- hashed vectors (a one-word question is near almost nothing, so the graph walk gets lost).
-    SELECT id, cosine, row_number() OVER (ORDER BY cosine DESC, id) AS rank
+    SELECT id, cosine, rank() OVER (ORDER BY cosine DESC) AS rank
     FROM (
         SELECT e.id, 1 - (e.embedding <=> %(embedding)s::vector) AS cosine
         FROM entities_entity AS e
@@ -150,25 +154,24 @@ vector AS (
     ) scored
 ),
 signals AS (
-    SELECT id, rank, similarity AS name_similarity, NULL::real AS text_rank, NULL::float8 AS cosine
+    SELECT id, %(name_weight)s / (%(k)s + rank) AS part, similarity AS name_similarity,
+           NULL::real AS text_rank, NULL::float8 AS cosine
     FROM trigram WHERE rank <= %(pool)s
     UNION ALL
-    SELECT id, rank, NULL, text_rank, NULL FROM text_match WHERE rank <= %(pool)s
+    SELECT id, %(text_weight)s / (%(k)s + rank), NULL, text_rank, NULL FROM text_match WHERE rank <= %(pool)s
     UNION ALL
-    SELECT id, rank, NULL, NULL, cosine FROM vector WHERE rank <= %(pool)s
+    SELECT id, %(vector_weight)s / (%(k)s + rank), NULL, NULL, cosine FROM vector WHERE rank <= %(pool)s
 ),
 fused AS (
-    SELECT id, sum(1.0 / (%(k)s + rank)) AS score, max(name_similarity) AS name_similarity,
+    SELECT id, sum(part) AS score, max(name_similarity) AS name_similarity,
            max(text_rank) AS text_rank, max(cosine) AS cosine
     FROM signals
     GROUP BY id
 )
-SELECT e.id, e.name, e.entity_type, e.data,
-       f.score + CASE WHEN %(person_intent)s AND e.entity_type = 'person' THEN %(person_bonus)s ELSE 0 END AS score,
-       f.name_similarity, f.text_rank, f.cosine
+SELECT e.id, e.name, e.entity_type, e.data, f.score, f.name_similarity, f.text_rank, f.cosine
 FROM fused AS f JOIN entities_entity AS e ON e.id = f.id
 WHERE f.name_similarity IS NOT NULL OR f.text_rank IS NOT NULL OR f.cosine >= %(cosine_min)s
-ORDER BY score DESC, e.name
+ORDER BY %(person_intent)s AND e.entity_type = 'person' DESC, f.score DESC, e.name
 LIMIT %(limit)s
 """
 
@@ -193,8 +196,10 @@ def entity_search(*, question: str, limit: int) -> list[SearchHit]:
         "candidates": CANDIDATES,
         "max_name_terms": MAX_NAME_TERMS,
         "k": RRF_K,
-        "person_intent": bool(PERSON_INTENT.match(question)),
-        "person_bonus": 1.0 / (RRF_K + 1),
+        "name_weight": NAME_WEIGHT,
+        "text_weight": TEXT_WEIGHT,
+        "vector_weight": VECTOR_WEIGHT,
+        "person_intent": bool(PERSON_INTENT.search(question)),
         "limit": limit,
     }
     with transaction.atomic(), connection.cursor() as cursor:

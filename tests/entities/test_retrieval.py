@@ -85,3 +85,13 @@ def test_entities_without_embeddings_are_still_found_by_name_and_text(catalog):
         cursor.execute("UPDATE entities_entity SET embedding = NULL")
     assert names("Who is Chris Mansolilo?")[0] == "Chris Mansolillo"
     assert names("nature documentaries")[0] == "Priya Lindqvist"
+
+
+def test_who_questions_list_people_before_other_matches(catalog):
+    hits = entity_search(question="Who is behind The Midnight Crown?", limit=5)
+    types = [hit.entity_type for hit in hits]
+    assert "person" in types and "project" in types
+    assert types == sorted(types, key=lambda kind: kind != "person")
+    assert hits[0].name == "Chris Mansolillo"  # the executive whose greenlight it is
+    # Without "who", the project itself leads.
+    assert names("Tell me about The Midnight Crown")[0] == "The Midnight Crown"
