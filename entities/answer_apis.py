@@ -45,7 +45,7 @@ class AnswerApi(APIView):
     throttle_classes = [AnswerUserThrottle]
     parser_classes = [JSONParser]
 
-    class InputSerializer(serializers.Serializer):
+    class AnswerInputSerializer(serializers.Serializer):
         question = StrictCharField(max_length=QUESTION_MAX_LENGTH, trim_whitespace=True)
         limit = StrictIntegerField(min_value=1, max_value=LIMIT_MAX, default=LIMIT_DEFAULT)
 
@@ -58,8 +58,8 @@ class AnswerApi(APIView):
                 )
             return super().to_internal_value(data)
 
-    class OutputSerializer(serializers.Serializer):
-        class EntitySerializer(serializers.Serializer):
+    class AnswerOutputSerializer(serializers.Serializer):
+        class AnswerEntitySerializer(serializers.Serializer):
             id = serializers.UUIDField()
             name = serializers.CharField()
             entity_type = serializers.CharField()
@@ -69,7 +69,7 @@ class AnswerApi(APIView):
             snippet = serializers.CharField()
 
         answer = serializers.CharField()
-        entities = EntitySerializer(many=True)
+        entities = AnswerEntitySerializer(many=True)
         question = serializers.CharField()
 
     @extend_schema(
@@ -79,15 +79,17 @@ class AnswerApi(APIView):
             "composed from their data, and one QuerySignal per returned entity. No relevant entity: a plain "
             "'nothing found' answer, an empty list and no signals."
         ),
-        request=InputSerializer,
+        request=AnswerInputSerializer,
         responses={
-            200: OutputSerializer,
-            **ERROR_RESPONSES,
+            200: AnswerOutputSerializer,
+            400: ERROR_RESPONSES[400],
+            401: ERROR_RESPONSES[401],
+            415: OpenApiResponse(ErrorSerializer, description="The body is not JSON"),
             429: OpenApiResponse(ErrorSerializer, description="Too many questions (see Retry-After)"),
         },
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.AnswerInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         question, limit = serializer.validated_data["question"], serializer.validated_data["limit"]
         hits = entity_search(question=question, limit=limit)
@@ -110,4 +112,5 @@ class AnswerApi(APIView):
             }
             for hit in hits
         ]
-        return Response(self.OutputSerializer({"answer": answer, "entities": entities, "question": question}).data)
+        output = {"answer": answer, "entities": entities, "question": question}
+        return Response(self.AnswerOutputSerializer(output).data)

@@ -89,20 +89,20 @@ class LoginApi(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [LoginIPThrottle, LoginEmailThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    class LoginInputSerializer(serializers.Serializer):
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(max_length=4096, trim_whitespace=False)
 
-    class OutputSerializer(serializers.Serializer):
+    class LoginOutputSerializer(serializers.Serializer):
         access = serializers.CharField()
         refresh = serializers.CharField()
 
     @extend_schema(
         summary="Log in",
         description="Exchange an email (any case) and password for an access and a refresh JWT.",
-        request=InputSerializer,
+        request=LoginInputSerializer,
         responses={
-            200: OutputSerializer,
+            200: LoginOutputSerializer,
             400: OpenApiResponse(ErrorSerializer, description="Missing or malformed field"),
             401: OpenApiResponse(ErrorSerializer, description="Invalid email or password"),
             429: OpenApiResponse(ErrorSerializer, description="Too many attempts (see Retry-After)"),
@@ -112,7 +112,7 @@ class LoginApi(APIView):
     def post(self, request):
         if not isinstance(request.data, dict):
             raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.LoginInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = user_authenticate(**serializer.validated_data)
         if user is None:
