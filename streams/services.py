@@ -58,6 +58,15 @@ class DeadEntry:
     deliveries: int = 1
 
 
+def _commit_durably(cursor) -> None:
+    """Make this transaction's COMMIT wait for its WAL flush, whatever the server's default.
+
+    The worker acknowledges entries once COMMIT returns; with synchronous_commit off a server crash
+    could then forget a batch that Redis no longer holds.
+    """
+    cursor.execute("SET LOCAL synchronous_commit TO on")
+
+
 def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """Lock the existing entities among `entity_ids` in id order; return the ids that exist."""
     ids = sorted(set(entity_ids))
@@ -117,6 +126,7 @@ def query_signals_apply(*, signals: Sequence[QuerySignal]) -> ApplyResult:
     if not signals:
         return result
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        _commit_durably(cursor)
         known = _entities_lock(cursor, (signal.entity_id for signal in signals))
         for index, signal in enumerate(signals):
             if signal.entity_id not in known:
@@ -174,6 +184,7 @@ def update_requests_apply(*, requests: Sequence[UpdateRequest]) -> ApplyResult:
     if not requests:
         return result
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        _commit_durably(cursor)
         known = _entities_lock(cursor, (entity_id for request in requests for entity_id in request.entity_ids))
         for index, request in enumerate(requests):
             missing = [str(entity_id) for entity_id in request.entity_ids if entity_id not in known]

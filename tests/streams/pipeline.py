@@ -88,13 +88,21 @@ def worker_drain(worker: StreamWorker, *, rounds: int = 1000) -> None:
     raise AssertionError("the worker did not drain")
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
+def wait_until(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    state: Callable[[], object] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    detail = f" (state: {state()})" if state else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
 def database_url() -> str:
