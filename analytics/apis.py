@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -101,7 +107,9 @@ class DemandStatsApi(APIView):
 
     permission_classes = [AnalyticsAccess]
 
+    @extend_schema_serializer(component_name="DemandStats")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="DemandStatsEntityType")
         class EntityTypeSerializer(serializers.Serializer):
             type = serializers.CharField()
             count = serializers.IntegerField()
@@ -125,7 +133,9 @@ class DemandTopApi(APIView):
 
     permission_classes = [AnalyticsAccess]
 
+    @extend_schema_serializer(component_name="DemandTop")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="DemandTopEntity")
         class EntitySerializer(serializers.Serializer):
             id = serializers.UUIDField()
             name = serializers.CharField()
@@ -164,7 +174,9 @@ class DemandTrendingApi(APIView):
 
     permission_classes = [AnalyticsAccess]
 
+    @extend_schema_serializer(component_name="DemandTrending")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="DemandTrendingEntity")
         class EntitySerializer(serializers.Serializer):
             id = serializers.UUIDField()
             name = serializers.CharField()
@@ -203,7 +215,9 @@ class DemandStaleApi(APIView):
 
     permission_classes = [AnalyticsAccess]
 
+    @extend_schema_serializer(component_name="DemandStale")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="DemandStaleEntity")
         class EntitySerializer(serializers.Serializer):
             id = serializers.UUIDField()
             name = serializers.CharField()
@@ -215,6 +229,7 @@ class DemandStaleApi(APIView):
             days_since_update = serializers.IntegerField()
             refresh_requested_at = serializers.DateTimeField(allow_null=True)
 
+        @extend_schema_serializer(component_name="DemandStaleCriteria")
         class CriteriaSerializer(serializers.Serializer):
             min_demand_score = serializers.IntegerField()
             days_since_update = serializers.IntegerField()
@@ -237,6 +252,7 @@ class DemandStaleApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
+@extend_schema_serializer(component_name="DemandWindow")
 class WindowSerializer(serializers.Serializer):
     current_period_queries = serializers.IntegerField()
     previous_period_queries = serializers.IntegerField()
@@ -250,7 +266,9 @@ class DemandEntityApi(APIView):
 
     permission_classes = [AnalyticsAccess]
 
+    @extend_schema_serializer(component_name="DemandEntity")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="DemandEntityDetail")
         class EntitySerializer(serializers.Serializer):
             id = serializers.UUIDField()
             name = serializers.CharField()
@@ -281,23 +299,36 @@ class DemandEntityApi(APIView):
         return Response(self.OutputSerializer({"entity": demand_entity(entity=entity)}).data)
 
 
+@extend_schema_serializer(component_name="DemandTimeseriesPoint")
+class PointSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="Start of the UTC day or hour.")
+    count = serializers.IntegerField()
+
+
+@extend_schema_field(PointSerializer(many=True))
+class PointsField(serializers.Field):
+    """A series' points, written without a serializer per point (90 days by hour is 2,160 of them)."""
+
+    start = serializers.DateTimeField()
+
+    def to_representation(self, points):
+        return [{"start": self.start.to_representation(p["start"]), "count": p["count"]} for p in points]
+
+
 class DemandTimeseriesApi(APIView):
     """One entity's queries per UTC day or hour, zeros included, for charts."""
 
     permission_classes = [AnalyticsAccess]
 
+    @extend_schema_serializer(component_name="DemandTimeseries")
     class OutputSerializer(serializers.Serializer):
-        class PointSerializer(serializers.Serializer):
-            start = serializers.DateTimeField(help_text="Start of the UTC day or hour.")
-            count = serializers.IntegerField()
-
         entity_id = serializers.UUIDField()
         interval = serializers.ChoiceField(choices=INTERVALS)
         days = serializers.IntegerField()
         start = serializers.DateTimeField(help_text="Start of the first bucket.")
         end = serializers.DateTimeField(help_text="End (exclusive) of the last bucket, the current day or hour.")
         total_queries = serializers.IntegerField()
-        timeseries = PointSerializer(many=True)
+        timeseries = PointsField()
 
     @extend_schema(
         summary="One entity's demand over time",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.filters import SearchFilter
@@ -46,7 +47,7 @@ class EntityOutputSerializer(serializers.ModelSerializer):
     ),
     retrieve=extend_schema(
         summary="One entity",
-        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="Entity UUID")],
+        parameters=[OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Entity UUID")],
         responses={
             200: EntityOutputSerializer,
             400: OpenApiResponse(description="Malformed id"),

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import django_filters
+from django import forms
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
 from entities.models import Entity, EntityType
 
 
+@extend_schema_field({"type": "integer", "minimum": 0})
+class NonNegativeIntegerFilter(django_filters.NumberFilter):
+    """A NumberFilter for whole numbers >= 0, documented as such in the OpenAPI schema."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        super().__init__(*args, **kwargs)
+
+
 class EntityFilter(django_filters.FilterSet):
     entity_type = django_filters.ChoiceFilter(choices=EntityType.choices)
-    min_demand_score = django_filters.NumberFilter(field_name="demand_score", lookup_expr="gte", min_value=0)
+    min_demand_score = NonNegativeIntegerFilter(field_name="demand_score", lookup_expr="gte")
 
     class Meta:
         model = Entity
@@ -34,3 +47,12 @@ class StrictOrderingFilter(OrderingFilter):
                         }
                     )
         return super().get_ordering(request, queryset, view)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        fields = [name for name in getattr(view, "ordering_fields", None) or [] if name != "__all__"]
+        for parameter in parameters:
+            if parameter["name"] == self.ordering_param and fields:
+                # One field, or several separated by commas; each may be prefixed with - (descending).
+                parameter["schema"]["enum"] = [prefix + name for name in fields for prefix in ("", "-")]
+        return parameters

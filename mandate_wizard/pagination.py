@@ -30,3 +30,15 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
 
     def get_offset(self, request) -> int:
         return int_param(request, self.offset_query_param, default=0, minimum=0)
+
+    def get_schema_operation_parameters(self, view):
+        # Document the ranges get_limit / get_offset enforce, so clients (and schemathesis) know them.
+        parameters = super().get_schema_operation_parameters(view)
+        ranges = {self.limit_query_param: (1, self.max_limit), self.offset_query_param: (0, None)}
+        for parameter in parameters:
+            minimum, maximum = ranges.get(parameter["name"], (None, None))
+            if minimum is not None:
+                parameter["schema"]["minimum"] = minimum
+            if maximum is not None:
+                parameter["schema"]["maximum"] = maximum
+        return parameters
