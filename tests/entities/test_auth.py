@@ -156,3 +156,20 @@ def test_login_works_when_the_throttle_cache_is_down(ada, api_client, private_re
     private_redis.kill()
     for _ in range(2):
         assert login(api_client, {"email": "ada@example.com", "password": PASSWORD}).status_code == 200
+
+
+def test_create_user_command_makes_an_account_that_can_log_in(db, api_client, monkeypatch):
+    from django.core.management import call_command
+
+    monkeypatch.setenv("USER_PASSWORD", "a-long-operator-password-42")
+    call_command("create_user", "Grace@Example.com", "--staff")
+    response = login(api_client, {"email": "grace@example.com", "password": "a-long-operator-password-42"})
+    assert response.status_code == 200
+
+
+def test_create_user_refuses_to_run_without_a_password(db, monkeypatch):
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.delenv("USER_PASSWORD", raising=False)
+    with pytest.raises(CommandError, match="No password"):
+        call_command("create_user", "grace@example.com")
