@@ -171,5 +171,6 @@ def test_create_user_refuses_to_run_without_a_password(db, monkeypatch):
     from django.core.management import CommandError, call_command
 
     monkeypatch.delenv("USER_PASSWORD", raising=False)
+    monkeypatch.setattr("os.isatty", lambda fd: False)  # as in CI: nobody to prompt, even from a terminal
     with pytest.raises(CommandError, match="No password"):
         call_command("create_user", "grace@example.com")
