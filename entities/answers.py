@@ -95,7 +95,8 @@ def entity_facts(hit: SearchHit) -> list[str]:
 
 def entity_snippet(hit: SearchHit) -> str:
     """One line about the entity for the `entities` list of an answer."""
-    snippet = " ".join(entity_facts(hit)[1:3]) or entity_facts(hit)[0]
+    facts = entity_facts(hit)
+    snippet = " ".join(facts[1:3]) or facts[0]
     return snippet if len(snippet) <= SNIPPET_LENGTH else snippet[: SNIPPET_LENGTH - 1].rstrip() + "…"
 
 

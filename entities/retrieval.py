@@ -149,7 +149,7 @@ vector AS (
     FROM (
         SELECT e.id, 1 - (e.embedding <=> %(embedding)s::vector) AS cosine
         FROM entities_entity AS e
-        WHERE e.embedding IS NOT NULL
+        WHERE %(embedding)s::text IS NOT NULL AND e.embedding IS NOT NULL
           AND e.id IN (SELECT id FROM trigram UNION SELECT id FROM text_match UNION SELECT id FROM nearest)
     ) scored
 ),

@@ -110,3 +110,91 @@ def test_a_bulk_compute_rebuilds_the_hnsw_index_with_its_model_definition(monkey
     assert "hnsw (embedding vector_cosine_ops)" in definition
     assert "m='16'" in definition and "ef_construction='64'" in definition
     assert Entity.objects.filter(embedding__isnull=True).count() == 0
+
+
+class EmbeddingServer:
+    """A local OpenAI-compatible /embeddings endpoint that returns fixed unit vectors, or fails."""
+
+    def __init__(self, status: int = 200):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                texts = server.bodies[-1]["input"]
+                payload = {
+                    "data": [
+                        {
+                            "index": index,
+                            "embedding": [0.0] * index + [2.0] + [0.0] * (EMBEDDING_DIMENSIONS - index - 1),
+                        }
+                        for index in range(len(texts))
+                    ]
+                }
+                body = json.dumps(payload).encode() if status == 200 else b"{}"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/embeddings"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_http_backend_is_selected_by_settings_and_normalises(settings):
+    from entities.embeddings import HttpEmbedder
+
+    server = EmbeddingServer()
+    try:
+        settings.EMBEDDING_BACKEND = "http"
+        settings.EMBEDDING_URL = server.url
+        settings.EMBEDDING_MODEL = "test-embed"
+        model = embedder()
+        assert isinstance(model, HttpEmbedder)
+        vectors = model.embed(["a", "b"])
+    finally:
+        server.close()
+    assert server.bodies == [{"model": "test-embed", "input": ["a", "b"], "dimensions": EMBEDDING_DIMENSIONS}]
+    assert vectors.shape == (2, EMBEDDING_DIMENSIONS)
+    assert vectors[0][0] == 1.0 and vectors[1][1] == 1.0
+
+
+@pytest.mark.django_db
+def test_retrieval_still_answers_when_the_embedding_service_fails(settings):
+    from entities.embeddings import EmbeddingError
+    from entities.retrieval import entity_search
+    from tests.entities.catalog import catalog_create
+
+    catalog_create()
+    server = EmbeddingServer(status=500)
+    try:
+        settings.EMBEDDING_BACKEND = "http"
+        settings.EMBEDDING_URL = server.url
+        with pytest.raises(EmbeddingError):
+            embedder().embed(["Chris Mansolillo"])
+        hits = entity_search(question="Who is Chris Mansolilo?", limit=3)
+    finally:
+        server.close()
+    assert hits[0].name == "Chris Mansolillo"
+    assert all(hit.cosine is None for hit in hits)
+
+
+def test_an_unknown_backend_is_a_clear_error(settings):
+    from entities.embeddings import EmbeddingError
+
+    settings.EMBEDDING_BACKEND = "word2vec"
+    with pytest.raises(EmbeddingError, match="Unknown EMBEDDING_BACKEND"):
+        embedder()
