@@ -20,6 +20,7 @@ SCHEMA_VERSION = 1
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_ENTITY_IDS = 1000
 OPERATIONS = ("refresh", "reindex")
+ENTITY_TYPES = frozenset(EntityType.values)  # EntityType.values builds a new list on every access
 
 
 class InvalidEvent(ValueError):
@@ -147,7 +148,7 @@ def query_signal_parse(fields: dict, *, now: datetime | None = None) -> QuerySig
     event_id = _uuid(_required(fields, "event_id"), "event_id")
     entity_id = _uuid(_required(fields, "entity_id"), "entity_id")
     entity_type = _required(fields, "entity_type")
-    if entity_type not in EntityType.values:
+    if entity_type not in ENTITY_TYPES:
         raise InvalidEvent(f"unknown entity_type {entity_type[:40]!r}")
     query = _required(fields, "query")
     user_id = _required(fields, "user_id")
