@@ -124,19 +124,39 @@ def _hour(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def query_signals_apply(*, signals: Sequence[QuerySignal]) -> ApplyResult:
+def stream_batch_apply(
+    *, signals: Sequence[QuerySignal], requests: Sequence[UpdateRequest]
+) -> tuple[ApplyResult, ApplyResult]:
+    """Apply a worker's batch in ONE transaction; every entity it names is locked first, in id order."""
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        _commit_durably(cursor)
+        entity_ids = [signal.entity_id for signal in signals]
+        entity_ids += [entity_id for request in requests for entity_id in request.entity_ids]
+        known = _entities_lock(cursor, entity_ids)
+        return (
+            query_signals_apply(signals=signals, locked_entity_ids=known),
+            update_requests_apply(requests=requests, locked_entity_ids=known),
+        )
+
+
+def query_signals_apply(
+    *, signals: Sequence[QuerySignal], locked_entity_ids: set[uuid.UUID] | None = None
+) -> ApplyResult:
     """Count `signals` exactly once: inbox, entity counters and hourly buckets in one transaction.
 
     Signals naming an entity that does not exist are rejected (not counted). Counters move only by
     database-side arithmetic; `first_queried_at`/`last_queried_at` take LEAST/GREATEST, so late and
     out-of-order events land correctly; `updated_at` (content changes) is never touched.
+    `locked_entity_ids`: the caller has already locked the entities and these exist.
     """
     result = ApplyResult()
     if not signals:
         return result
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        _commit_durably(cursor)
-        known = _entities_lock(cursor, (signal.entity_id for signal in signals))
+        known = locked_entity_ids
+        if known is None:
+            _commit_durably(cursor)
+            known = _entities_lock(cursor, (signal.entity_id for signal in signals))
         for index, signal in enumerate(signals):
             if signal.entity_id not in known:
                 result.rejected[index] = f"unknown entity_id {signal.entity_id}"
@@ -184,7 +204,9 @@ def query_signals_apply(*, signals: Sequence[QuerySignal]) -> ApplyResult:
     return result
 
 
-def update_requests_apply(*, requests: Sequence[UpdateRequest]) -> ApplyResult:
+def update_requests_apply(
+    *, requests: Sequence[UpdateRequest], locked_entity_ids: set[uuid.UUID] | None = None
+) -> ApplyResult:
     """Apply UpdateRequests exactly once: `refresh` records RefreshRequest rows, `reindex` recomputes.
 
     A request naming any entity that does not exist is rejected whole.
@@ -193,8 +215,10 @@ def update_requests_apply(*, requests: Sequence[UpdateRequest]) -> ApplyResult:
     if not requests:
         return result
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        _commit_durably(cursor)
-        known = _entities_lock(cursor, (entity_id for request in requests for entity_id in request.entity_ids))
+        known = locked_entity_ids
+        if known is None:
+            _commit_durably(cursor)
+            known = _entities_lock(cursor, (entity_id for request in requests for entity_id in request.entity_ids))
         for index, request in enumerate(requests):
             missing = [str(entity_id) for entity_id in request.entity_ids if entity_id not in known]
             if missing:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from mandate_wizard.metrics import WORKER_EVENTS_PROCESSED, worker_batch_observe
 from streams.events import InvalidEvent, QuerySignal, UpdateRequest, event_parse, timestamp_encode
@@ -27,9 +27,8 @@ from streams.services import (
     DeadEntry,
     inbox_prune,
     outbox_relay,
-    query_signals_apply,
+    stream_batch_apply,
     stream_entries_settle,
-    update_requests_apply,
 )
 
 logger = logging.getLogger(__name__)
@@ -412,8 +411,7 @@ class StreamWorker:
         delay = 0.1
         while True:
             try:
-                with transaction.atomic():
-                    return query_signals_apply(signals=signals), update_requests_apply(requests=requests)
+                return stream_batch_apply(signals=signals, requests=requests)
             except DB_TRANSIENT as error:
                 self.stats.transient_errors += 1
                 logger.warning("PostgreSQL unavailable (%s); retrying the batch in %.1f s", error, delay)

@@ -130,11 +130,10 @@ def test_malformed_entries_are_dead_lettered_with_a_reason_while_batch_mates_cou
     assert RefreshRequest.objects.filter(entity=entity).count() == 1
     letters = dead_letters(redis_client)
     assert len(letters) == len(ids) == worker.stats.dead_lettered
-    by_source = {letter["source_id"]: letter for letter in letters}
+    by_source = {(letter["source_stream"], letter["source_id"]): letter for letter in letters}
     for reason, (stream, entry_id, fields) in ids.items():
-        letter = by_source[entry_id]
+        letter = by_source[(stream, entry_id)]
         assert reason in letter["dead_reason"]
-        assert letter["source_stream"] == stream
         assert letter["deliveries"] == "1"
         assert datetime.fromisoformat(letter["dead_at"]).tzinfo is not None
         assert {name: letter[name] for name in fields} == fields

@@ -24,6 +24,7 @@ from django.db import connection
 from django.db.models import F, Sum
 
 from analytics.models import DemandBucket
+from analytics.services import demand_windows_roll
 from entities.models import Entity, EntityType
 from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
@@ -49,6 +50,7 @@ class Command(BaseCommand):
         parser.add_argument("--events", type=int, default=200_000)
         parser.add_argument("--entities", type=int, default=6408)
         parser.add_argument("--batch-size", type=int, default=1000, help="The worker's --batch-size.")
+        parser.add_argument("--workers", type=int, default=1, help="Worker processes draining in parallel.")
         parser.add_argument("--baseline-events", type=int, default=3000, help="Sample size for the naive baseline.")
         parser.add_argument("--publish-chunk", type=int, default=10, help="Signals per publish call (one answer).")
         parser.add_argument("--seed", type=int, default=42)
@@ -73,7 +75,7 @@ class Command(BaseCommand):
         try:
             subprocess.run([sys.executable, str(MANAGE), "migrate", "--noinput", "-v0"], env=env, check=True)
             argv = [sys.executable, str(MANAGE), "bench_pipeline", "--inside"]
-            for option in ("events", "entities", "batch_size", "baseline_events", "publish_chunk", "seed"):
+            for option in ("events", "entities", "batch_size", "workers", "baseline_events", "publish_chunk", "seed"):
                 argv += [f"--{option.replace('_', '-')}", str(options[option])]
             result = subprocess.run(argv, env=env)
             if result.returncode:
@@ -112,6 +114,8 @@ class Command(BaseCommand):
         )
         entities = list(Entity.objects.values_list("id", "entity_type"))
         rng.shuffle(entities)
+        # As in production, where the first trending read creates them: every batch also moves the windows.
+        demand_windows_roll()
         out(f"seeded {len(entities)} entities in {time.perf_counter() - started:.1f} s")
 
         cum_weights, total = [], 0.0
@@ -157,14 +161,16 @@ class Command(BaseCommand):
             f"events/s ({chunk} per call, one pipelined round trip each)"
         )
 
-        process_seconds, rss = self._drain(client=client, batch_size=options["batch_size"], total=len(workload))
+        batch_size, workers = options["batch_size"], options["workers"]
+        process_seconds, rss = self._drain(client=client, batch_size=batch_size, workers=workers, total=len(workload))
         out(
             f"process: {len(workload)} entries in {process_seconds:.2f} s = {len(workload) / process_seconds:,.0f} "
-            f"events/s (worker --batch-size {options['batch_size']})"
+            f"events/s ({workers} worker{'s' if workers > 1 else ''}, --batch-size {batch_size})"
         )
         out(
-            f"worker memory: RSS {rss['start'] / 1024:.0f} MiB after its first batches, {rss['end'] / 1024:.0f} MiB "
-            f"at the end (growth {(rss['end'] - rss['start']) / 1024:+.1f} MiB), peak {rss['peak'] / 1024:.0f} MiB"
+            f"worker memory (largest worker): RSS {rss['start'] / 1024:.0f} MiB after 10% of the events, "
+            f"{rss['end'] / 1024:.0f} MiB at the end (growth {(rss['end'] - rss['start']) / 1024:+.1f} MiB), "
+            f"peak {rss['peak'] / 1024:.0f} MiB"
         )
         self._totals_check(expected=expected, count=count)
         out("totals: exact (query_count per entity, demand_score, hourly buckets, inbox)")
@@ -179,40 +185,48 @@ class Command(BaseCommand):
         )
         out(f"ratio: {rate / baseline_rate:.1f}x the baseline")
 
-    def _drain(self, *, client: redis.Redis, batch_size: int, total: int) -> tuple[float, dict[str, int]]:
-        """Run the real worker until the group has read and acknowledged everything; time the draining."""
+    def _drain(self, *, client: redis.Redis, batch_size: int, workers: int, total: int) -> tuple[float, dict[str, int]]:
+        """Run real workers until the group has read and acknowledged everything; time the draining."""
         stream, group = settings.STREAM_QUERY_SIGNALS, settings.STREAM_CONSUMER_GROUP
         client.xgroup_create(stream, group, id="0", mkstream=True)
-        worker = subprocess.Popen(
-            [
-                *(sys.executable, str(MANAGE), "run_stream_worker", "--consumer", "bench-worker"),
-                *("--batch-size", str(batch_size), "--block-ms", "200"),
-            ],
-            env={**os.environ, "LOG_LEVEL": "WARNING"},
-        )
+        processes = [
+            subprocess.Popen(
+                [
+                    *(sys.executable, str(MANAGE), "run_stream_worker", "--consumer", f"bench-worker-{number}"),
+                    *("--batch-size", str(batch_size), "--block-ms", "200"),
+                ],
+                env={**os.environ, "LOG_LEVEL": "WARNING"},
+            )
+            for number in range(workers)
+        ]
+
+        def largest(field: str) -> int:
+            return max(_vm_kib(process.pid, field) for process in processes)
+
         rss = {"start": 0, "end": 0, "peak": 0}
         try:
             started = None
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
-                if worker.poll() is not None:
-                    raise CommandError(f"the worker exited with {worker.returncode}")
+                if any(process.poll() is not None for process in processes):
+                    raise CommandError("a worker exited early")
                 info = client.xinfo_groups(stream)[0]
                 read = info["entries-read"] or 0
                 if started is None and read:
                     started = time.perf_counter()
                 if not rss["start"] and read >= total // 10:
-                    rss["start"] = _vm_kib(worker.pid, "VmRSS")
+                    rss["start"] = largest("VmRSS")
                 if read >= total and info["pending"] == 0:
                     seconds = time.perf_counter() - started
-                    rss["end"] = _vm_kib(worker.pid, "VmRSS")
-                    rss["peak"] = _vm_kib(worker.pid, "VmHWM")
+                    rss["end"], rss["peak"] = largest("VmRSS"), largest("VmHWM")
                     return seconds, rss
                 time.sleep(0.01)
-            raise CommandError("the worker did not drain the stream within 10 minutes")
+            raise CommandError("the workers did not drain the stream within 10 minutes")
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=30)
 
     def _totals_check(self, *, expected: Counter, count: int) -> None:
         counts = dict(Entity.objects.filter(query_count__gt=0).values_list("id", "query_count"))
