@@ -83,9 +83,25 @@ def _live_window_sql(timeframe: str, *, stored: str = "w", open_hour: str = "o")
     )
 
 
-# The open hour's buckets: the only part of the windows that is not stored in DemandWindow.
-_OPEN_HOUR_CTE = "open_hour AS MATERIALIZED (SELECT entity_id, count FROM analytics_demandbucket WHERE hour = %(h0)s)"
-_NOT_OPEN = "NOT EXISTS (SELECT 1 FROM open_hour AS o2 WHERE o2.entity_id = w.entity_id)"
+def _open_hour_sql(timeframe: str) -> str:
+    """CTEs `open_hour` and `live_open`: the entities with events in the open hour h0, with their stored
+    (stored_cur, stored_prev) and live (cur, prev) counts for `timeframe`. Window rows are looked up one
+    by one (LATERAL ... LIMIT 1): the open hour holds a small share of the entities."""
+    current, previous = _live_window_sql(timeframe)
+    return f"""
+        open_hour AS MATERIALIZED (SELECT entity_id, count FROM analytics_demandbucket WHERE hour = %(h0)s),
+        live_open AS (
+            SELECT o.entity_id, coalesce(w.current_{timeframe}, 0) AS stored_cur,
+                   coalesce(w.previous_{timeframe}, 0) AS stored_prev, {current} AS cur, {previous} AS prev
+            FROM open_hour AS o
+            LEFT JOIN LATERAL (
+                SELECT * FROM analytics_demandwindow AS w1 WHERE w1.entity_id = o.entity_id LIMIT 1
+            ) AS w ON true
+        )"""  # noqa: S608 - column names come from TIMEFRAME_HOURS only
+
+
+# A stored window row whose entity has no events in the open hour (probed in the bucket's unique index).
+_NOT_OPEN = "NOT EXISTS (SELECT 1 FROM analytics_demandbucket AS b WHERE b.entity_id = w.entity_id AND b.hour = %(h0)s)"
 
 
 def demand_trending_condition(*, timeframe: str, now: datetime | None = None, prefix: str = "demand_window__") -> Q:
@@ -198,17 +214,14 @@ def demand_top(
 def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None) -> int:
     """How many entities trend over `timeframe`."""
     h0 = demand_windows_sync(now=now)
-    current, previous = _live_window_sql(timeframe)
-    stored_current, stored_previous = f"w.current_{timeframe}", f"w.previous_{timeframe}"
+    stored = trending_sql(current=f"current_{timeframe}", previous=f"previous_{timeframe}", minimum="%(min)s")
+    # All stored rows that trend (from the partial index alone), corrected for the open hour's entities.
     sql = f"""
-        WITH {_OPEN_HOUR_CTE}
-        SELECT (
-            SELECT count(*) FROM analytics_demandwindow AS w
-            WHERE {trending_sql(current=stored_current, previous=stored_previous, minimum="%(min)s")} AND {_NOT_OPEN}
-        ) + (
-            SELECT count(*) FROM open_hour AS o LEFT JOIN analytics_demandwindow AS w ON w.entity_id = o.entity_id
-            WHERE {trending_sql(current=current, previous=previous, minimum="%(min)s")}
-        )
+        WITH {_open_hour_sql(timeframe)}
+        SELECT (SELECT count(*) FROM analytics_demandwindow WHERE {stored})
+             - (SELECT count(*) FROM live_open
+                WHERE {trending_sql(current="stored_cur", previous="stored_prev", minimum="%(min)s")})
+             + (SELECT count(*) FROM live_open WHERE {trending_sql(current="cur", previous="prev", minimum="%(min)s")})
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
     with connection.cursor() as cursor:
         cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES})
@@ -218,15 +231,15 @@ def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None)
 def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
     """Trending entities by trend_score desc, then current-window queries desc, then name."""
     h0 = demand_windows_sync(now=now)
-    current, previous = _live_window_sql(timeframe)
     stored_current, stored_previous = f"w.current_{timeframe}", f"w.previous_{timeframe}"
-    # Entities with events in the open hour are scored on their live counts; the others come in
-    # stored-trend order from the partial index (with ties, so the final order by name stays exact).
+    # The open hour's entities are scored on their live counts; the others come in stored-trend order
+    # from the partial index. WITH TIES keeps every row that ties on (score, current), so the final
+    # order by name is exact; names are read for those few rows only.
     sql = f"""
-        WITH {_OPEN_HOUR_CTE},
+        WITH {_open_hour_sql(timeframe)},
         candidates AS (
-            SELECT o.entity_id, {current} AS cur, {previous} AS prev
-            FROM open_hour AS o LEFT JOIN analytics_demandwindow AS w ON w.entity_id = o.entity_id
+            SELECT entity_id, cur, prev FROM live_open
+            WHERE {trending_sql(current="cur", previous="prev", minimum="%(min)s")}
             UNION ALL
             (
                 SELECT w.entity_id, {stored_current}, {stored_previous}
@@ -236,12 +249,17 @@ def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | N
                 ORDER BY w.trend_score_{timeframe} DESC, {stored_current} DESC
                 FETCH FIRST %(limit)s ROWS WITH TIES
             )
+        ),
+        best AS (
+            SELECT entity_id, cur, prev, {trend_score_sql(current="cur", previous="prev")} AS score
+            FROM candidates
+            ORDER BY score DESC, cur DESC
+            FETCH FIRST %(limit)s ROWS WITH TIES
         )
-        SELECT c.entity_id, c.cur, c.prev, {trend_score_sql(current="c.cur", previous="c.prev")} AS score,
+        SELECT best.entity_id, best.cur, best.prev, best.score,
                e.name, e.entity_type, e.demand_score, e.last_queried_at
-        FROM candidates AS c JOIN entities_entity AS e ON e.id = c.entity_id
-        WHERE {trending_sql(current="c.cur", previous="c.prev", minimum="%(min)s")}
-        ORDER BY score DESC, c.cur DESC, e.name
+        FROM best JOIN entities_entity AS e ON e.id = best.entity_id
+        ORDER BY best.score DESC, best.cur DESC, e.name
         LIMIT %(limit)s
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
     with connection.cursor() as cursor:
