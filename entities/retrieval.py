@@ -116,8 +116,9 @@ trigram AS (
                    %(partial_weight)s * word_similarity(%(text)s, e.name)
                ) AS similarity,
                similarity(e.name, %(text)s) AS coverage
-        FROM entities_entity AS e
-        WHERE e.id IN (SELECT c.id FROM name_term AS t JOIN entities_entity AS c ON c.name %%> t.term)
+        FROM (
+            SELECT DISTINCT c.id, c.name FROM name_term AS t JOIN entities_entity AS c ON c.name %%> t.term
+        ) AS e
     ) scored
     WHERE similarity >= %(trigram_min)s
     ORDER BY similarity DESC, coverage DESC, id
