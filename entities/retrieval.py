@@ -108,20 +108,22 @@ trigram AS (
     -- (word_similarity >= pg_trgm.word_similarity_threshold, 0.6). Then the whole name is scored both
     -- ways: the name inside the question ("Who is Chris Mansolillo?"), or the question inside the
     -- name ("Mansol"), the latter discounted so an exact name outranks longer names containing it.
-    -- Equal scores are told apart by plain similarity: the name that covers more of the question.
-    SELECT id, similarity, rank() OVER (ORDER BY similarity DESC, coverage DESC) AS rank
+    -- Trigrams ignore word order, so equal scores are told apart by the question's words appearing in
+    -- the name in the same order, then by plain similarity (the name that covers more of the question).
+    SELECT id, similarity, rank() OVER (ORDER BY similarity DESC, in_order DESC, coverage DESC) AS rank
     FROM (
         SELECT e.id, greatest(
                    strict_word_similarity(e.name, %(text)s),
                    %(partial_weight)s * word_similarity(%(text)s, e.name)
                ) AS similarity,
+               strpos(lower(e.name), %(text)s) > 0 AS in_order,
                similarity(e.name, %(text)s) AS coverage
         FROM (
             SELECT DISTINCT c.id, c.name FROM name_term AS t JOIN entities_entity AS c ON c.name %%> t.term
         ) AS e
     ) scored
     WHERE similarity >= %(trigram_min)s
-    ORDER BY similarity DESC, coverage DESC, id
+    ORDER BY similarity DESC, in_order DESC, coverage DESC, id
     LIMIT %(candidates)s
 ),
 text_match AS (

@@ -28,7 +28,7 @@ from entities.models import Entity, EntityType
 from entities.retrieval import entity_search
 from streams.redis import redis_client
 
-KINDS = ("full_name", "looking_for", "company", "typo", "surname", "topic")
+KINDS = ("full_name", "looking_for", "company", "typo", "surname", "partial", "topic")
 TARGETS = {"full_name": 0.95, "typo": 0.85}
 LATENCY_TARGET_MS = 100.0
 ANCHOR_QUESTION, ANCHOR_NAME = "Who is Chris Mansolillo?", "Chris Mansolillo"
@@ -89,6 +89,23 @@ def questions_build(*, per_kind: int, seed: int) -> list[Question]:
     unique = [(entity_id, name) for entity_id, name, _data in people if surnames[name.split()[-1].lower()] == 1]
     for entity_id, name in sample(unique, per_kind):
         questions.append(Question("surname", f"Who is {name.split()[-1]}?", frozenset([entity_id])))
+
+    # A company named without its last word ("Silver Harbor" for "Silver Harbor Studios"), when no other
+    # entity's name (deals aside: they quote company names) contains all of those words.
+    names = [
+        set(name.lower().split())
+        for name in Entity.objects.exclude(entity_type=EntityType.DEAL).values_list("name", flat=True)
+    ]
+    partial = []
+    for entity_id, name in companies:
+        words = name.split()
+        if len(words) < 3:
+            continue
+        prefix = {word.lower() for word in words[:-1]}
+        if sum(1 for other in names if prefix <= other) == 1:
+            partial.append((entity_id, " ".join(words[:-1])))
+    for entity_id, prefix in sample(partial, per_kind):
+        questions.append(Question("partial", f"Tell me about {prefix}", frozenset([entity_id])))
 
     wanted_by: dict[str, set] = defaultdict(set)
     for entity_id, _name, data in people:
