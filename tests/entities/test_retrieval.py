@@ -95,3 +95,17 @@ def test_who_questions_list_people_before_other_matches(catalog):
     assert hits[0].name == "Chris Mansolillo"  # the executive whose greenlight it is
     # Without "who", the project itself leads.
     assert names("Tell me about The Midnight Crown")[0] == "The Midnight Crown"
+
+
+def test_word_order_decides_between_names_with_the_same_words(catalog):
+    from entities.models import EntityType
+    from entities.services import entities_reindex
+    from tests.entities.factories import EntityFactory
+
+    made = [
+        EntityFactory(name="Driftwood Nightjar Networks", entity_type=EntityType.COMPANY, data={"kind": "network"}),
+        EntityFactory(name="Nightjar Driftwood Pictures", entity_type=EntityType.COMPANY, data={"kind": "studio"}),
+    ]
+    entities_reindex(entity_ids=[entity.pk for entity in made])
+    assert names("Tell me about Nightjar Driftwood")[0] == "Nightjar Driftwood Pictures"
+    assert names("Tell me about Driftwood Nightjar")[0] == "Driftwood Nightjar Networks"
