@@ -92,13 +92,39 @@ class DemandWindow(models.Model):
 
 
 class DemandWindowState(models.Model):
-    """One row (id 1): the start of the UTC hour h0 that every DemandWindow row is relative to.
+    """One row (id 1): the start of the UTC hour h0 that every DemandWindow row is relative to, and the
+    demand_score threshold DemandTotal.stale_candidates counts with.
 
-    `hour` is null until the windows are first built.
+    Both are null until first built (`demand_windows_roll`, `demand_totals_rebuild`).
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     hour = models.DateTimeField(null=True, blank=True)
+    stale_min_demand_score = models.BigIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"demand windows as of {self.hour}"
+
+
+class DemandTotal(models.Model):
+    """Per entity type (and shard), totals over the entity table, kept by triggers on entities_entity.
+
+    A statement-level trigger adds each INSERT / UPDATE / DELETE's differences (transition tables),
+    in the writer's transaction, to the row of its shard (backend pid % 16, so concurrent writers rarely
+    wait for each other). `stale_candidates` counts entities with demand_score >=
+    DemandWindowState.stale_min_demand_score. Read by summing the shards (`demand_stats`).
+    """
+
+    entity_type = models.CharField(max_length=32)
+    shard = models.SmallIntegerField()
+    entities = models.BigIntegerField(default=0)
+    queries = models.BigIntegerField(default=0)
+    with_demand = models.BigIntegerField(default=0)
+    score_sum = models.BigIntegerField(default=0)
+    stale_candidates = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["entity_type", "shard"], name="demand_total_type_shard")]
+
+    def __str__(self) -> str:
+        return f"{self.entity_type}/{self.shard}: {self.entities} entities, {self.queries} queries"

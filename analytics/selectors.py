@@ -19,8 +19,8 @@ from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 from django.utils import timezone
 
 from analytics.definitions import TIMEFRAME_HOURS, hour_floor, trend_score_sql, trending_sql
-from analytics.models import DemandBucket, DemandWindowState
-from analytics.services import demand_windows_roll
+from analytics.models import DemandBucket, DemandTotal, DemandWindowState
+from analytics.services import demand_totals_rebuild, demand_windows_roll
 from entities.models import Entity, EntityType, RefreshRequest
 from entities.selectors import entity_list
 
@@ -128,8 +128,12 @@ def demand_stale_condition(
         min_demand_score = settings.STALE_MIN_DEMAND_SCORE
     if days_since_update is None:
         days_since_update = settings.STALE_DAYS_SINCE_UPDATE
-    cutoff = (now or timezone.now()) - timedelta(days=days_since_update)
-    return Q(demand_score__gte=min_demand_score, updated_at__lt=cutoff)
+    return Q(demand_score__gte=min_demand_score, updated_at__lt=demand_stale_cutoff(now=now, days=days_since_update))
+
+
+def demand_stale_cutoff(*, now: datetime | None = None, days: int) -> datetime:
+    """Content updated before this moment is older than `days` days."""
+    return (now or timezone.now()) - timedelta(days=days)
 
 
 def demand_windows_sync(*, now: datetime | None = None) -> datetime:
@@ -146,19 +150,26 @@ def demand_windows_sync(*, now: datetime | None = None) -> datetime:
 def demand_stats(*, now: datetime | None = None) -> dict:
     """Totals over all entities, the 7d trending count and the default-criteria stale count."""
     now = now or timezone.now()
+    minimum, days = settings.STALE_MIN_DEMAND_SCORE, settings.STALE_DAYS_SINCE_UPDATE
+    state = DemandWindowState.objects.filter(pk=1).values_list("stale_min_demand_score", flat=True).first()
+    if state != minimum:
+        demand_totals_rebuild(stale_min_demand_score=minimum)
     per_type = list(
-        Entity.objects.order_by()
+        DemandTotal.objects.order_by()
         .values("entity_type")
         .annotate(
-            entities=Count("*"),
-            queries=Sum("query_count"),
-            with_demand=Count("entity_type", filter=Q(demand_score__gt=0)),
-            score_sum=Sum("demand_score", filter=Q(demand_score__gt=0)),
-            stale=Count("entity_type", filter=demand_stale_condition(now=now)),
+            entities=Sum("entities"),
+            queries=Sum("queries"),
+            with_demand=Sum("with_demand"),
+            score_sum=Sum("score_sum"),
+            stale_candidates=Sum("stale_candidates"),
         )
     )
+    # Stale = candidates (demand_score >= minimum, kept in the totals) not updated since the cutoff of
+    # demand_stale_condition: only the recently updated candidates are counted here.
+    recent = Entity.objects.filter(demand_score__gte=minimum, updated_at__gte=demand_stale_cutoff(now=now, days=days))
     with_demand = sum(row["with_demand"] for row in per_type)
-    score_sum = sum(row["score_sum"] or 0 for row in per_type)
+    score_sum = sum(row["score_sum"] for row in per_type)
     top_types = sorted(
         (
             {
@@ -173,11 +184,11 @@ def demand_stats(*, now: datetime | None = None) -> dict:
     )
     return {
         "total_entities": sum(row["entities"] for row in per_type),
-        "total_queries": sum(row["queries"] or 0 for row in per_type),
+        "total_queries": sum(row["queries"] for row in per_type),
         "entities_with_demand": with_demand,
         "avg_demand_score": round(score_sum / with_demand, 1) if with_demand else 0,
         "trending_entities": demand_trending_count(timeframe="7d", now=now),
-        "needs_update": sum(row["stale"] for row in per_type),
+        "needs_update": sum(row["stale_candidates"] for row in per_type) - recent.count(),
         "top_entity_types": top_types,
     }
 

@@ -131,6 +131,33 @@ def demand_windows_roll(*, now: datetime | None = None) -> datetime:
     return target
 
 
+def demand_totals_rebuild(*, stale_min_demand_score: int) -> None:
+    """Recompute DemandTotal from the entity table, counting stale candidates at this demand_score.
+
+    Called when the setting differs from the one the totals were built with (and on first use). Holds the
+    totals table exclusively: writers' triggers wait, then add their differences to the rebuilt totals.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE analytics_demandtotal IN EXCLUSIVE MODE")
+        cursor.execute(
+            "INSERT INTO analytics_demandwindowstate (id, stale_min_demand_score) VALUES (1, %s)"
+            " ON CONFLICT (id) DO UPDATE SET stale_min_demand_score = EXCLUDED.stale_min_demand_score",
+            [stale_min_demand_score],
+        )
+        cursor.execute("DELETE FROM analytics_demandtotal")
+        cursor.execute(
+            """
+            INSERT INTO analytics_demandtotal
+                (entity_type, shard, entities, queries, with_demand, score_sum, stale_candidates)
+            SELECT entity_type, 0, count(*), sum(query_count), count(*) FILTER (WHERE demand_score > 0),
+                   sum(demand_score), count(*) FILTER (WHERE demand_score >= %s)
+            FROM entities_entity
+            GROUP BY entity_type
+            """,
+            [stale_min_demand_score],
+        )
+
+
 def demand_buckets_prune(*, now: datetime | None = None) -> int:
     """Delete buckets older than DEMAND_BUCKET_RETENTION_DAYS; return how many were deleted.
 

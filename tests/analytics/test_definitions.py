@@ -378,3 +378,38 @@ def test_the_orm_trending_condition_agrees_with_demand_trending():
     assert set(Entity.objects.filter(condition).values_list("name", flat=True)) == expected
     flags = Entity.objects.annotate(trending=ExpressionWrapper(condition, output_field=BooleanField()))
     assert {e.name for e in flags if e.trending} == expected
+
+
+def test_stats_totals_follow_inserts_updates_type_changes_and_deletes(settings):
+    def expected_stats():
+        rows = list(Entity.objects.values("entity_type", "demand_score", "query_count", "updated_at"))
+        with_demand = [row for row in rows if row["demand_score"] > 0]
+        cutoff = NOW - timedelta(days=settings.STALE_DAYS_SINCE_UPDATE)
+        return (
+            len(rows),
+            sum(row["query_count"] for row in rows),
+            len(with_demand),
+            sum(1 for r in rows if r["demand_score"] >= settings.STALE_MIN_DEMAND_SCORE and r["updated_at"] < cutoff),
+        )
+
+    def actual_stats():
+        stats = demand_stats(now=NOW)
+        return stats["total_entities"], stats["total_queries"], stats["entities_with_demand"], stats["needs_update"]
+
+    entities = EntityFactory.create_batch(5, updated_at=NOW - timedelta(days=40))
+    assert actual_stats() == expected_stats() == (5, 0, 0, 0)
+    Entity.objects.filter(pk__in=[e.pk for e in entities[:3]]).update(
+        demand_score=F("demand_score") + 7, query_count=F("query_count") + 7
+    )
+    queries_add(entities[3], H0, 2)
+    assert actual_stats() == expected_stats() == (5, 23, 4, 3)
+    Entity.objects.filter(pk=entities[0].pk).update(entity_type=EntityType.COMPANY, updated_at=NOW)
+    Entity.objects.filter(pk=entities[1].pk).delete()
+    EntityFactory(entity_type=EntityType.DEAL)
+    assert actual_stats() == expected_stats() == (5, 16, 3, 1)
+    assert {row["type"]: row["count"] for row in demand_stats(now=NOW)["top_entity_types"]} == {
+        "person": 2,
+        "company": 1,
+    }
+    settings.STALE_MIN_DEMAND_SCORE = 2  # the totals are rebuilt for the new threshold
+    assert actual_stats() == expected_stats() == (5, 16, 3, 2)

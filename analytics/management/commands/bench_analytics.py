@@ -30,7 +30,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from analytics.selectors import demand_trending, demand_windows_sync
-from analytics.services import demand_buckets_add, demand_windows_roll, hour_floor
+from analytics.services import demand_buckets_add, demand_totals_rebuild, demand_windows_roll, hour_floor
 from entities.models import Entity, EntityType
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
@@ -52,6 +52,7 @@ TYPE_SHARES = [
 # Zipf (s = 1) ranks by inverse transform: P(rank <= x) = ln(x + 1) / ln(N + 1). Each entity also has a
 # trend t in [-0.5, 0.5]: with probability |t| an event falls in the newer half of the period (t > 0,
 # rising) or the older half (t < 0, falling), otherwise anywhere in it; ages are whole hours back from h0.
+# Rows go in hour order, as the worker writes them over time.
 EVENTS_SQL = """
 INSERT INTO analytics_demandbucket (entity_id, hour, count)
 SELECT r.entity_id, %(h0)s::timestamptz - e.age * interval '1 hour', count(*)
@@ -70,6 +71,7 @@ FROM (
 ) AS e
 JOIN bench_rank AS r USING (rank)
 GROUP BY 1, 2
+ORDER BY 2, 1
 """
 
 COUNTERS_SQL = """
@@ -161,6 +163,9 @@ class Command(BaseCommand):
         started = time.perf_counter()
         demand_windows_roll(now=now)
         out(f"windows built from the buckets in {time.perf_counter() - started:.1f} s (once, at the first read)")
+        started = time.perf_counter()
+        demand_totals_rebuild(stale_min_demand_score=settings.STALE_MIN_DEMAND_SCORE)
+        out(f"entity totals built in {time.perf_counter() - started:.1f} s (once; triggers keep them after that)")
         self._vacuum()
 
         staff = get_user_model().objects.create_user(
@@ -284,7 +289,7 @@ class Command(BaseCommand):
             self.stdout.write(f"\n== {label}: {len(queries)} queries")
             for query in queries:
                 sql = query["sql"]
-                if not sql.lstrip().upper().startswith("SELECT"):
+                if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
                     continue
                 with connection.cursor() as cursor:
                     cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
@@ -366,3 +371,22 @@ class Command(BaseCommand):
                 f"write path, 1,000 {events} per call: "
                 + ", ".join(f"{label} {ms:.1f} ms" for label, ms in timings.items())
             )
+
+        # The worker's counter UPDATE of 1,000 entities, with and without the totals trigger.
+        update_sql = (
+            "UPDATE entities_entity AS e SET demand_score = e.demand_score + 1, query_count = e.query_count + 1"
+            " FROM unnest(%s::uuid[]) AS batch(id) WHERE e.id = batch.id"
+        )
+        timings = {}
+        for label, disable in (("without the totals trigger (baseline)", True), ("with it", False)):
+            with transaction.atomic(), connection.cursor() as cursor:
+                if disable:
+                    cursor.execute("ALTER TABLE entities_entity DISABLE TRIGGER analytics_demand_totals_update")
+                started = time.perf_counter()
+                for b in range(20):
+                    cursor.execute(update_sql, [sorted(ids[b * 1000 : (b + 1) * 1000])])
+                timings[label] = (time.perf_counter() - started) * 1000 / 20
+                transaction.set_rollback(True)
+        out(
+            "entity counter UPDATE of 1,000 rows: " + ", ".join(f"{label} {ms:.1f} ms" for label, ms in timings.items())
+        )
