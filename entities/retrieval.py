@@ -46,6 +46,8 @@ RRF_K = 10
 NAME_WEIGHT, TEXT_WEIGHT, VECTOR_WEIGHT = 3.0, 1.0, 1.0
 # Words of a question looked up in the name index (names are short; long questions are about topics).
 MAX_NAME_TERMS = 8
+# A name is a candidate when one of its words resembles a question word this much (pg_trgm's default).
+NAME_TERM_THRESHOLD = 0.6
 # Each signal's top POOL ranks enter the fusion; the vector signal scores all CANDIDATES of the others.
 POOL = 40
 CANDIDATES = 200
@@ -105,8 +107,8 @@ name_term AS (
 ),
 trigram AS (
     -- Candidates from the trigram index: a word of the name resembles a word of the question
-    -- (word_similarity >= pg_trgm.word_similarity_threshold, 0.6). Then the whole name is scored both
-    -- ways: the name inside the question ("Who is Chris Mansolillo?"), or the question inside the
+    -- (word_similarity >= pg_trgm.word_similarity_threshold = NAME_TERM_THRESHOLD). Then the whole
+    -- name is scored both ways: the name inside the question ("Who is Chris Mansolillo?"), or the question inside the
     -- name ("Mansol"), the latter discounted so an exact name outranks longer names containing it.
     -- Trigrams ignore word order, so equal scores are told apart by the question's words appearing in
     -- the name in the same order, then by plain similarity (the name that covers more of the question).
@@ -208,7 +210,11 @@ def entity_search(*, question: str, limit: int) -> list[SearchHit]:
     with transaction.atomic(), connection.cursor() as cursor:
         # For a few thousand rows the planner prices a sequential scan below the HNSW and GIN indexes,
         # but each row's vector is TOASTed: the scan is ~10x slower than the index in practice.
-        cursor.execute(f"SET LOCAL enable_seqscan = off; SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
+        cursor.execute(
+            "SET LOCAL enable_seqscan = off;"
+            f" SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH};"
+            f" SET LOCAL pg_trgm.word_similarity_threshold = {NAME_TERM_THRESHOLD}"
+        )
         cursor.execute(_SEARCH_SQL, params)
         rows = cursor.fetchall()
     return [
