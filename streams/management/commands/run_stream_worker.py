@@ -9,7 +9,7 @@ import time
 
 import redis
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from mandate_wizard.metrics import worker_metrics_serve
@@ -49,6 +49,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
+        known = (settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS)
+        if options["streams"] and set(options["streams"]) - set(known):
+            raise CommandError(f"--streams takes {' and/or '.join(known)}")
         worker = StreamWorker(
             consumer=options["consumer"] or default_consumer_name(),
             streams=options["streams"],
