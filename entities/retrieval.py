@@ -108,8 +108,9 @@ name_term AS (
 trigram AS (
     -- Candidates from the trigram index: a word of the name resembles a word of the question
     -- (word_similarity >= pg_trgm.word_similarity_threshold = NAME_TERM_THRESHOLD). Then the whole
-    -- name is scored both ways: the name inside the question ("Who is Chris Mansolillo?"), or the question inside the
-    -- name ("Mansol"), the latter discounted so an exact name outranks longer names containing it.
+    -- name is scored both ways: the name inside the question ("Who is Chris Mansolillo?"), or the
+    -- question inside the name ("Mansol"), the latter discounted so an exact name outranks longer
+    -- names containing it.
     -- Trigrams ignore word order, so equal scores are told apart by the question's words appearing in
     -- the name in the same order, then by plain similarity (the name that covers more of the question).
     SELECT id, similarity, rank() OVER (ORDER BY similarity DESC, in_order DESC, coverage DESC) AS rank
