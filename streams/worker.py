@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, reset_queries
 
 from mandate_wizard.metrics import WORKER_EVENTS_PROCESSED, worker_batch_observe
 from streams.events import InvalidEvent, QuerySignal, UpdateRequest, event_parse, timestamp_encode
@@ -376,6 +376,8 @@ class StreamWorker:
             self._history = True
             raise
 
+        # With DEBUG on (`make run`) Django keeps the last 9000 statements, each carrying a batch's arrays.
+        reset_queries()
         seconds = time.perf_counter() - started
         stats = self.stats
         stats.events_processed += signal_result.applied + request_result.applied

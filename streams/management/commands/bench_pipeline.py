@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import subprocess
 import sys
 import time
@@ -68,7 +69,9 @@ class Command(BaseCommand):
             f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}:"
             f"{database['PORT'] or 5432}/{name}"
         )
-        env = {**os.environ, "DATABASE_URL": url, "STREAM_KEY_PREFIX": prefix}
+        # Production settings for the measured processes (DEBUG off needs a secret key: a throwaway one).
+        secret = settings.SECRET_KEY if not settings.DEBUG else secrets.token_urlsafe(48)
+        env = {**os.environ, "DATABASE_URL": url, "STREAM_KEY_PREFIX": prefix, "DEBUG": "0", "SECRET_KEY": secret}
         with connection.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
         self.stdout.write(f"throwaway database {name}, stream keys {prefix}:*")
