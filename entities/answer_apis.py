@@ -21,6 +21,23 @@ QUESTION_MAX_LENGTH = 1000
 LIMIT_DEFAULT, LIMIT_MAX = 5, 20
 
 
+# Written out because the serializer cannot say "no other fields" (additionalProperties) to the schema.
+ANSWER_REQUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "question": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": QUESTION_MAX_LENGTH,
+            "description": "1 to 1,000 characters after trimming surrounding whitespace.",
+        },
+        "limit": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT},
+    },
+    "required": ["question"],
+    "additionalProperties": False,
+}
+
+
 class StrictCharField(serializers.CharField):
     """A string and only a string (DRF's CharField would turn 42 into "42")."""
 
@@ -79,7 +96,7 @@ class AnswerApi(APIView):
             "composed from their data, and one QuerySignal per returned entity. No relevant entity: a plain "
             "'nothing found' answer, an empty list and no signals."
         ),
-        request=AnswerInputSerializer,
+        request={"application/json": ANSWER_REQUEST_SCHEMA},
         responses={
             200: AnswerOutputSerializer,
             400: ERROR_RESPONSES[400],
