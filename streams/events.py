@@ -130,6 +130,10 @@ def _timestamp(value: str, now: datetime) -> datetime:
         raise InvalidEvent(f"'timestamp' is not ISO 8601: {value[:80]!r}") from None
     if parsed.tzinfo is None:
         raise InvalidEvent(f"'timestamp' has no 'Z' or UTC offset: {value[:80]!r}")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(f"'timestamp' is out of range: {value[:80]!r}") from None
     if parsed - now > MAX_FUTURE_SKEW:
         raise InvalidEvent(f"'timestamp' is more than 5 minutes in the future: {value}")
     return parsed

@@ -79,6 +79,7 @@ def test_hand_written_entry_without_version_or_with_offset_is_accepted():
         (signal_fields(timestamp="yesterday"), "'timestamp' is not ISO 8601"),
         (signal_fields(timestamp="2026-11-29T10:00:00"), "no 'Z' or UTC offset"),
         (signal_fields(v="2"), "unsupported schema version"),
+        (signal_fields(timestamp="0001-01-01T00:00:00+01:00"), "'timestamp' is out of range"),
     ],
 )
 def test_invalid_query_signals(fields, reason):
