@@ -100,6 +100,22 @@ class Entry:
     deliveries: int = 1
 
 
+@dataclass
+class Applied:
+    """What applying (part of) a batch did."""
+
+    signals: int = 0
+    requests: int = 0
+    duplicates: int = 0
+    dead: list[DeadEntry] = field(default_factory=list)
+
+    def add(self, other: Applied) -> None:
+        self.signals += other.signals
+        self.requests += other.requests
+        self.duplicates += other.duplicates
+        self.dead.extend(other.dead)
+
+
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -139,7 +155,6 @@ class StreamWorker:
         self.pid = os.getpid()
         # Our own pending entries (after a restart under the same name, a failure or a claim) come first.
         self._history = True
-        self._history_count = batch_size
         self._due: dict[str, float] = {}
         self._claim_cursor: dict[str, str] = {}
 
@@ -263,13 +278,12 @@ class StreamWorker:
         """Read our own pending entries first (history), then new ones (blocking up to block_ms)."""
         if self._history:
             reply = self.client.xreadgroup(
-                self.group, self.consumer, dict.fromkeys(self.streams, "0"), count=self._history_count
+                self.group, self.consumer, dict.fromkeys(self.streams, "0"), count=self.batch_size
             )
             entries = self._entries_from(reply)
             if entries:
                 return self._with_deliveries(entries)
             self._history = False
-            self._history_count = self.batch_size
         reply = self.client.xreadgroup(
             self.group, self.consumer, dict.fromkeys(self.streams, ">"), count=self.batch_size, block=self.block_ms
         )
@@ -351,20 +365,10 @@ class StreamWorker:
                 requests.append(event)
                 request_entries.append(entry)
 
-        try:
-            signal_result, request_result = self._apply_with_retry(signals, requests)
-        except DatabaseError:
-            # Not a connectivity problem: maybe one poisonous entry. Retry our pending entries in smaller
-            # reads so that only the culprit reaches max_deliveries and the dead-letter stream.
-            self._history = True
-            self._history_count = max(1, len(entries) // 2)
-            logger.exception("batch of %d failed; will retry in reads of %d", len(entries), self._history_count)
-            self._sleep(0.5)
-            return
-        for rejected, items in ((signal_result.rejected, signal_entries), (request_result.rejected, request_entries)):
-            for index, reason in rejected.items():
-                entry = items[index]
-                dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries))
+        applied = self._apply_isolating(
+            list(zip(signals, signal_entries, strict=True)), list(zip(requests, request_entries, strict=True))
+        )
+        dead.extend(applied.dead)
 
         acks: dict[str, list[str]] = {}
         for entry in entries:
@@ -380,28 +384,68 @@ class StreamWorker:
         reset_queries()
         seconds = time.perf_counter() - started
         stats = self.stats
-        stats.events_processed += signal_result.applied + request_result.applied
-        stats.duplicates_skipped += signal_result.duplicates + request_result.duplicates
+        stats.events_processed += applied.signals + applied.requests
+        stats.duplicates_skipped += applied.duplicates
         stats.dead_lettered += len(dead)
         stats.entries_acked += len(entries)
         stats.batch_record(size=len(entries), seconds=seconds)
         worker_batch_observe(
             stream=settings.STREAM_QUERY_SIGNALS,
-            processed=signal_result.applied,
-            duplicates=signal_result.duplicates + request_result.duplicates,
+            processed=applied.signals,
+            duplicates=applied.duplicates,
             dead_lettered=len(dead),
             size=len(entries),
             duration=seconds,
         )
-        if request_result.applied:
-            WORKER_EVENTS_PROCESSED.labels(stream=settings.STREAM_UPDATE_REQUESTS).inc(request_result.applied)
+        if applied.requests:
+            WORKER_EVENTS_PROCESSED.labels(stream=settings.STREAM_UPDATE_REQUESTS).inc(applied.requests)
         logger.info(
             "batch: %d entries, %d counted, %d duplicates, %d dead-lettered in %.1f ms",
             len(entries),
-            signal_result.applied + request_result.applied,
-            signal_result.duplicates + request_result.duplicates,
+            applied.signals + applied.requests,
+            applied.duplicates,
             len(dead),
             seconds * 1000,
+        )
+
+    def _apply_isolating(
+        self, signals: list[tuple[QuerySignal, Entry]], requests: list[tuple[UpdateRequest, Entry]]
+    ) -> Applied:
+        """Apply; if the database rejects the batch (not a connectivity error), split it until each
+        entry it rejects stands alone, and dead-letter those with the database's message.
+        """
+        try:
+            signal_result, request_result = self._apply_with_retry(
+                [event for event, _entry in signals], [event for event, _entry in requests]
+            )
+        except DB_TRANSIENT:
+            raise
+        except DatabaseError as error:
+            if len(signals) + len(requests) == 1:
+                _event, entry = (signals or requests)[0]
+                reason = f"rejected by the database: {str(error).strip().splitlines()[0][:300]}"
+                logger.error("entry %s %s %s", entry.stream, entry.entry_id, reason)
+                return Applied(dead=[DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries)])
+            logger.warning("%d events rejected by the database (%s); splitting", len(signals) + len(requests), error)
+            total = Applied()
+            for part in (
+                (signals[: len(signals) // 2], requests[: len(requests) // 2]),
+                (signals[len(signals) // 2 :], requests[len(requests) // 2 :]),
+            ):
+                if part[0] or part[1]:
+                    total.add(self._apply_isolating(*part))
+            return total
+        dead = [
+            DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries)
+            for result, items in ((signal_result, signals), (request_result, requests))
+            for index, reason in result.rejected.items()
+            for _event, entry in [items[index]]
+        ]
+        return Applied(
+            signals=signal_result.applied,
+            requests=request_result.applied,
+            duplicates=signal_result.duplicates + request_result.duplicates,
+            dead=dead,
         )
 
     def _apply_with_retry(self, signals: list[QuerySignal], requests: list[UpdateRequest]):

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from analytics.models import DemandBucket
 from entities.models import Entity, RefreshRequest
@@ -282,3 +283,35 @@ def test_inbox_prune_deletes_only_ids_older_than_the_retention(db, settings):
     ProcessedEvent.objects.bulk_create(old + recent)
     assert inbox_prune() == 3
     assert set(ProcessedEvent.objects.values_list("event_id", flat=True)) == {e.event_id for e in recent}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_the_database_rejects_is_isolated_and_dead_lettered_while_the_rest_counts(redis_client, worker):
+    good_entities, poisoned = entities_make(3)[:2], entities_make(1)[0]
+    good = signals_make(good_entities, 40)
+    bad = signals_make([poisoned], 3, seed=9)
+    signals_xadd(redis_client, good[:20] + bad + good[20:])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.id = '{poisoned.id}' THEN RAISE EXCEPTION 'entity % is poisoned', NEW.id; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_poison BEFORE UPDATE ON entities_entity
+                FOR EACH ROW EXECUTE FUNCTION test_poison();
+            """
+        )
+    try:
+        worker.groups_ensure()
+        worker_drain(worker)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_poison ON entities_entity; DROP FUNCTION test_poison();")
+
+    totals_assert(good)
+    letters = dead_letters(redis_client)
+    assert sorted(letter["event_id"] for letter in letters) == sorted(str(signal.event_id) for signal in bad)
+    assert all("rejected by the database: entity" in letter["dead_reason"] for letter in letters)
+    assert redis_client.xpending(QS, GROUP)["pending"] == 0
