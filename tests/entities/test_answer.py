@@ -228,3 +228,18 @@ def test_redis_down_answer_still_200_signals_outboxed_then_relayed_and_counted_o
     assert query_signals_apply(signals=signals).applied == 0
     counts = dict(Entity.objects.filter(id__in=[uuid.UUID(i) for i in returned]).values_list("id", "query_count"))
     assert set(counts.values()) == {1}
+
+
+def test_a_hung_redis_neither_fails_nor_hangs_the_answer(catalog, jwt_client, private_redis, settings):
+    """SIGSTOP: the server accepts connections but never replies (the cache and the publisher both time out)."""
+    import signal
+
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": private_redis.url}}
+    private_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        response = ask(jwt_client, {"question": "Who is Chris Mansolillo?", "limit": 2})
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    assert response.status_code == 200
+    assert response.json()["entities"][0]["name"] == "Chris Mansolillo"
+    assert OutboxEvent.objects.count() == len(response.json()["entities"])
