@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
-from entities.models import EntityType
+from entities.models import EntityType, RefreshRequest
 
 SCHEMA_VERSION = 1
 # Clocks drift; a timestamp further ahead than this is a bug in the producer, not drift.
@@ -21,6 +21,7 @@ MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_ENTITY_IDS = 1000
 OPERATIONS = ("refresh", "reindex")
 ENTITY_TYPES = frozenset(EntityType.values)  # EntityType.values builds a new list on every access
+SOURCE_MAX_LENGTH = RefreshRequest._meta.get_field("source").max_length
 
 
 class InvalidEvent(ValueError):
@@ -179,6 +180,8 @@ def update_request_parse(fields: dict, *, now: datetime | None = None) -> Update
     if operation not in OPERATIONS:
         raise InvalidEvent(f"unknown operation {operation[:40]!r} (known: {', '.join(OPERATIONS)})")
     source = _required(fields, "source")
+    if len(source) > SOURCE_MAX_LENGTH:
+        raise InvalidEvent(f"'source' is longer than {SOURCE_MAX_LENGTH} characters")
     timestamp = _timestamp(_required(fields, "timestamp"), now)
     return UpdateRequest(event_id, entity_ids, operation, source, timestamp)
 

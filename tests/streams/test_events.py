@@ -110,6 +110,7 @@ def test_timestamp_more_than_five_minutes_ahead_is_invalid_but_small_skew_is_not
         (request_fields(entity_ids="[42]"), "'entity_ids' is not a UUID"),
         (request_fields(operation="delete"), "unknown operation 'delete'"),
         (request_fields(event_id="x"), "'event_id' is not a UUID"),
+        (request_fields(source="s" * 201), "'source' is longer than 200 characters"),
     ],
 )
 def test_invalid_update_requests(fields, reason):
