@@ -158,6 +158,7 @@ def demo_entities_seed(
 
 EMBED_BATCH_SIZE = 1000
 HNSW_REBUILD_MIN_ROWS = 2000
+HNSW_BUILD_MEMORY = "256MB"
 EMBEDDING_INDEX_NAME = "entity_embedding_hnsw"
 
 
@@ -203,6 +204,14 @@ def entity_embeddings_compute(
         with connection.schema_editor() as editor:
             editor.remove_index(Entity, index)
         written = _embeddings_compute_batches(entities=entities, ids=ids, batch_size=batch_size, progress=progress)
+        with connection.cursor() as cursor:
+            # The build is fast only while the graph fits in maintenance_work_mem (PostgreSQL's default
+            # is 64MB; the demo data's graph is ~50MB): raise it for this transaction, never lower it.
+            cursor.execute(
+                "SELECT set_config('maintenance_work_mem', greatest(pg_size_bytes(current_setting("
+                "'maintenance_work_mem')), pg_size_bytes(%s)) / 1024 || 'kB', true)",
+                [HNSW_BUILD_MEMORY],
+            )
         with connection.schema_editor() as editor:
             editor.add_index(Entity, index)
     return written
