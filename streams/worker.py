@@ -1,7 +1,7 @@
 """The stream worker's unit of work: read a batch, validate, apply in one transaction, acknowledge.
 
-`manage.py run_stream_worker` is a thin loop around `StreamWorker.run_once()`. Tests and the
-benchmark call the same methods. See docs/events.md for the guarantees and why they hold.
+`manage.py run_stream_worker` is a thin loop around `StreamWorker.run_once()`; tests call the same
+methods. See docs/events.md for the guarantees and why they hold.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ from streams.services import (
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_PREFIX = "mandate_wizard:workers:"
+HEARTBEAT_PREFIX = f"{settings.STREAM_KEY_PREFIX}:workers:"
 HEARTBEAT_TTL_SECONDS = 30
 HEARTBEAT_INTERVAL = 1.0
 TRIM_INTERVAL = 1.0
@@ -43,7 +42,6 @@ INBOX_PRUNE_INTERVAL = 600.0
 MAX_BACKOFF = 5.0
 
 DB_TRANSIENT = (OperationalError, InterfaceError)
-REDIS_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
 
 class StopRequested(Exception):
@@ -58,14 +56,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 @dataclass
 class WorkerStats:
-    """The worker's running totals, for its log lines, its heartbeat and the benchmark.
+    """The worker's running totals, for its log lines, its heartbeat and tests.
 
     Prometheus sees the same numbers through mandate_wizard.metrics.worker_batch_observe.
     """
@@ -94,6 +87,8 @@ class WorkerStats:
 
 @dataclass(frozen=True)
 class Entry:
+    """A stream entry as read: `fields` is None when it was deleted while pending."""
+
     stream: str
     entry_id: str
     fields: dict[str, str] | None
@@ -214,8 +209,9 @@ class StreamWorker:
             bounds = []
             for group in groups:
                 bounds.append(_id_after(group["last-delivered-id"]))
-                if group["pending"]:
-                    bounds.append(self.client.xpending(stream, group["name"])["min"])
+                oldest_pending = self.client.xpending(stream, group["name"])["min"] if group["pending"] else None
+                if oldest_pending:  # may have been acknowledged since XINFO
+                    bounds.append(oldest_pending)
             removed += self.client.xtrim(stream, minid=min(bounds, key=_id_key), approximate=True)
         return removed
 
