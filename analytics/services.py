@@ -212,8 +212,11 @@ def demand_counters_rebuild(*, now: datetime | None = None) -> int:
     return fixed
 
 
-# One refresh request per entity per day: this key (24 h TTL) is claimed before publishing.
-REFRESH_CLAIM_KEY = "mandate_wizard:refresh_claimed:{entity_id}"
+def refresh_claim_key(entity_id: uuid.UUID) -> str:
+    """One refresh request per entity per day: this key (24 h TTL) is claimed before publishing."""
+    return f"{settings.STREAM_KEY_PREFIX}:refresh_claimed:{entity_id}"
+
+
 REFRESH_CLAIM_SECONDS = 24 * 3600
 STALE_REFRESH_SOURCE = "request_stale_updates"
 
@@ -264,7 +267,7 @@ def stale_entities_refresh_request(
         page = list(candidates[start : start + MAX_ENTITY_IDS])
         pipe = client.pipeline(transaction=False)
         for entity_id in page:
-            key = REFRESH_CLAIM_KEY.format(entity_id=entity_id)
+            key = refresh_claim_key(entity_id)
             if dry_run:
                 pipe.exists(key)
             else:
@@ -276,7 +279,7 @@ def stale_entities_refresh_request(
         if wanted is not None:
             room = wanted - len(outcome.requested)
             if not dry_run and len(claimed) > room:
-                client.delete(*(REFRESH_CLAIM_KEY.format(entity_id=eid) for eid in claimed[room:]))
+                client.delete(*(refresh_claim_key(eid) for eid in claimed[room:]))
             claimed = claimed[:room]
         if not claimed:
             continue
@@ -286,7 +289,7 @@ def stale_entities_refresh_request(
         request = UpdateRequest.new(entity_ids=claimed, operation="refresh", source=STALE_REFRESH_SOURCE)
         published = update_request_publish(request=request)
         if published.lost:
-            client.delete(*(REFRESH_CLAIM_KEY.format(entity_id=eid) for eid in claimed))
+            client.delete(*(refresh_claim_key(eid) for eid in claimed))
             raise RuntimeError(f"Neither Redis nor the outbox took the refresh request for {len(claimed)} entities")
         outcome.event_ids.append(request.event_id)
         outcome.outboxed += published.outboxed

@@ -15,7 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from analytics.models import DemandBucket
-from analytics.services import REFRESH_CLAIM_KEY, demand_buckets_add, hour_floor
+from analytics.services import demand_buckets_add, hour_floor, refresh_claim_key
 from entities.models import Entity, RefreshRequest
 from streams.events import QuerySignal
 from streams.models import OutboxEvent, ProcessedEvent
@@ -198,7 +198,7 @@ def test_request_stale_updates_limit_and_criteria(stale_state, redis_client):
     assert output.startswith("Requested a refresh of 1 stale entities")
     assert _requested_ids(redis_client) == [[str(stale_state["a"].pk)]]
     # e was not requested, so it must not be left claimed.
-    assert not redis_client.exists(REFRESH_CLAIM_KEY.format(entity_id=stale_state["e"].pk))
+    assert not redis_client.exists(refresh_claim_key(stale_state["e"].pk))
 
     output = run("request_stale_updates", "--min-demand-score", "3", "--days-since-update", "30")
     assert output.startswith("Requested a refresh of 2 stale entities (demand_score >= 3")
