@@ -174,3 +174,16 @@ def test_editing_content_still_moves_updated_at_but_not_demand(admin_client, dem
     assert after.name == "Rising Star II"
     assert after.updated_at > before.updated_at
     assert (after.demand_score, after.query_count) == (before.demand_score, before.query_count)
+
+
+def test_changelist_searches_by_name(admin_client, demand_state):
+    response = admin_client.get(CHANGELIST, {"q": "stale"})
+    assert response.status_code == 200
+    assert _names(response) == ["Stale Studio"]
+
+
+def test_admin_requires_staff(client, user):
+    client.force_login(user)
+    response = client.get(CHANGELIST)
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
