@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -33,6 +35,15 @@ from mandate_wizard.permissions import AnalyticsAccess
 
 BIGINT_MAX = 2**63 - 1
 NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No entity has this id")}
+
+
+class UtcDateTimeField(serializers.DateTimeField):
+    """DRF's DateTimeField text for the database's UTC datetimes, without its per-value time zone lookups."""
+
+    def to_representation(self, value):
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class IntParam:
@@ -142,8 +153,8 @@ class DemandTopApi(APIView):
             entity_type = serializers.CharField()
             demand_score = serializers.IntegerField()
             query_count = serializers.IntegerField()
-            last_queried_at = serializers.DateTimeField(allow_null=True)
-            last_updated_at = serializers.DateTimeField()
+            last_queried_at = UtcDateTimeField(allow_null=True)
+            last_updated_at = UtcDateTimeField()
             needs_update = serializers.BooleanField()
 
         entities = EntitySerializer(many=True)
@@ -186,7 +197,7 @@ class DemandTrendingApi(APIView):
             growth_rate = serializers.FloatField(allow_null=True, help_text="Null when previous is 0.")
             trend_score = serializers.FloatField(help_text="(current - previous) / sqrt(previous + 1).")
             demand_score = serializers.IntegerField()
-            last_queried_at = serializers.DateTimeField(allow_null=True)
+            last_queried_at = UtcDateTimeField(allow_null=True)
 
         trending = EntitySerializer(many=True)
         total = serializers.IntegerField(help_text="Items in this response.")
@@ -224,10 +235,10 @@ class DemandStaleApi(APIView):
             entity_type = serializers.CharField()
             demand_score = serializers.IntegerField()
             query_count = serializers.IntegerField()
-            last_queried_at = serializers.DateTimeField(allow_null=True)
-            last_updated_at = serializers.DateTimeField()
+            last_queried_at = UtcDateTimeField(allow_null=True)
+            last_updated_at = UtcDateTimeField()
             days_since_update = serializers.IntegerField()
-            refresh_requested_at = serializers.DateTimeField(allow_null=True)
+            refresh_requested_at = UtcDateTimeField(allow_null=True)
 
         @extend_schema_serializer(component_name="DemandStaleCriteria")
         class CriteriaSerializer(serializers.Serializer):
@@ -275,11 +286,11 @@ class DemandEntityApi(APIView):
             entity_type = serializers.CharField()
             demand_score = serializers.IntegerField()
             query_count = serializers.IntegerField()
-            first_queried_at = serializers.DateTimeField(allow_null=True, help_text="Earliest event counted.")
-            last_queried_at = serializers.DateTimeField(allow_null=True)
+            first_queried_at = UtcDateTimeField(allow_null=True, help_text="Earliest event counted.")
+            last_queried_at = UtcDateTimeField(allow_null=True)
             query_frequency = serializers.ChoiceField(choices=["never", "low", "medium", "high", "very_high"])
             trending = serializers.BooleanField(help_text="Trending over 7d.")
-            last_updated_at = serializers.DateTimeField()
+            last_updated_at = UtcDateTimeField()
             needs_update = serializers.BooleanField()
             current_period_queries = serializers.IntegerField(help_text="7d current window.")
             previous_period_queries = serializers.IntegerField(help_text="7d previous window.")
@@ -301,7 +312,7 @@ class DemandEntityApi(APIView):
 
 @extend_schema_serializer(component_name="DemandTimeseriesPoint")
 class PointSerializer(serializers.Serializer):
-    start = serializers.DateTimeField(help_text="Start of the UTC day or hour.")
+    start = UtcDateTimeField(help_text="Start of the UTC day or hour.")
     count = serializers.IntegerField()
 
 
@@ -309,10 +320,9 @@ class PointSerializer(serializers.Serializer):
 class PointsField(serializers.Field):
     """A series' points, written without a serializer per point (90 days by hour is 2,160 of them)."""
 
-    start = serializers.DateTimeField()
-
     def to_representation(self, points):
-        return [{"start": self.start.to_representation(p["start"]), "count": p["count"]} for p in points]
+        start = UtcDateTimeField().to_representation
+        return [{"start": start(p["start"]), "count": p["count"]} for p in points]
 
 
 class DemandTimeseriesApi(APIView):
@@ -325,8 +335,8 @@ class DemandTimeseriesApi(APIView):
         entity_id = serializers.UUIDField()
         interval = serializers.ChoiceField(choices=INTERVALS)
         days = serializers.IntegerField()
-        start = serializers.DateTimeField(help_text="Start of the first bucket.")
-        end = serializers.DateTimeField(help_text="End (exclusive) of the last bucket, the current day or hour.")
+        start = UtcDateTimeField(help_text="Start of the first bucket.")
+        end = UtcDateTimeField(help_text="End (exclusive) of the last bucket, the current day or hour.")
         total_queries = serializers.IntegerField()
         timeseries = PointsField()
 
