@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 from django.conf import settings
@@ -108,7 +109,8 @@ def wait_until(
 def database_url() -> str:
     """The URL of the database this test uses (pytest-django's test_<name>), for subprocesses."""
     db = connection.settings_dict
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    user, password = quote(db["USER"] or "", safe=""), quote(db["PASSWORD"] or "", safe="")
+    return f"postgres://{user}:{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 class WorkerProcess:

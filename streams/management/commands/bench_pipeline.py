@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 from django.conf import settings
@@ -44,6 +45,13 @@ def _vm_kib(pid: int, field: str) -> int:
     return 0
 
 
+def _database_url(database: dict, name: str) -> str:
+    """A URL for database `name` on the server (and with the credentials) of `database`."""
+    user, password = quote(database["USER"] or "", safe=""), quote(database["PASSWORD"] or "", safe="")
+    auth = f"{user}:{password}@" if password else f"{user}@" if user else ""
+    return f"postgres://{auth}{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{name}"
+
+
 class Command(BaseCommand):
     help = "Measure publishing and processing events/s (and the naive baseline) in a throwaway database."
 
@@ -64,11 +72,7 @@ class Command(BaseCommand):
             return self._bench(options)
         name = f"mandate_wizard_bench_{uuid.uuid4().hex[:8]}"
         prefix = f"mandate_wizard_bench_{uuid.uuid4().hex[:8]}"
-        database = connection.settings_dict
-        url = (
-            f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 5432}/{name}"
-        )
+        url = _database_url(connection.settings_dict, name)
         # Production settings for the measured processes (DEBUG off needs a secret key: a throwaway one).
         secret = settings.SECRET_KEY if not settings.DEBUG else secrets.token_urlsafe(48)
         env = {**os.environ, "DATABASE_URL": url, "STREAM_KEY_PREFIX": prefix, "DEBUG": "0", "SECRET_KEY": secret}
