@@ -129,6 +129,7 @@ def entity_import(
 class SeedReport:
     created: int
     existing: int
+    embedded: int
 
 
 def demo_entities_seed(
@@ -138,22 +139,26 @@ def demo_entities_seed(
     batch_size: int = 2000,
     progress: Callable[[int], None] | None = None,
 ) -> SeedReport:
-    """Load the deterministic demo data set; records already present (same ids) are left untouched."""
+    """Load the deterministic demo data set; records already present (same ids) are left untouched.
+
+    Embeddings are computed once at the end for every entity still without one (one HNSW build, and
+    a seed interrupted earlier is completed by the next run).
+    """
     created = 0
     for batch in batched(demo_entities(count=count, seed=seed), batch_size):
-        with transaction.atomic():
-            objects = [
-                Entity(id=e.id, name=e.name, entity_type=e.entity_type, data=e.data, updated_at=e.updated_at)
-                for e in batch
-            ]
-            existing = set(Entity.objects.filter(pk__in=[o.id for o in objects]).values_list("pk", flat=True))
-            new = [o for o in objects if o.id not in existing]
-            Entity.objects.bulk_create(new, ignore_conflicts=True)
-            entities_reindex(entity_ids=[o.id for o in new])
+        existing = set(Entity.objects.filter(pk__in=[e.id for e in batch]).values_list("pk", flat=True))
+        new = [
+            Entity(id=e.id, name=e.name, entity_type=e.entity_type, data=e.data, updated_at=e.updated_at)
+            for e in batch
+            if e.id not in existing
+        ]
+        # ignore_conflicts: a concurrent seed may insert the same ids; the first one wins.
+        Entity.objects.bulk_create(new, ignore_conflicts=True)
         created += len(new)
         if progress:
             progress(len(batch))
-    return SeedReport(created=created, existing=count - created)
+    embedded = entity_embeddings_compute(only_missing=True)
+    return SeedReport(created=created, existing=count - created, embedded=embedded)
 
 
 EMBED_BATCH_SIZE = 1000

@@ -31,7 +31,7 @@ class Command(BaseCommand):
             report = demo_entities_seed(count=entities, seed=seed, progress=bar.update)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Demo data: {report.created} created, {report.existing} already present "
+                f"Demo data: {report.created} created, {report.existing} already present, {report.embedded} embedded "
                 f"({time.monotonic() - started:.1f}s)."
             )
         )
