@@ -85,18 +85,19 @@ def _live_window_sql(timeframe: str, *, stored: str = "w", open_hour: str = "o")
 
 def _open_hour_sql(timeframe: str) -> str:
     """CTEs `open_hour` and `live_open`: the entities with events in the open hour h0, with their stored
-    (stored_cur, stored_prev) and live (cur, prev) counts for `timeframe`. Window rows are looked up one
-    by one (LATERAL ... LIMIT 1): the open hour holds a small share of the entities."""
+    (stored_cur, stored_prev) and live (cur, prev) counts for `timeframe`. The open hour holds a small
+    share of the entities: their window rows are fetched by id in one index scan."""
     current, previous = _live_window_sql(timeframe)
     return f"""
         open_hour AS MATERIALIZED (SELECT entity_id, count FROM analytics_demandbucket WHERE hour = %(h0)s),
+        open_windows AS MATERIALIZED (
+            SELECT entity_id, current_{timeframe}, previous_{timeframe} FROM analytics_demandwindow
+            WHERE entity_id = ANY(ARRAY(SELECT entity_id FROM open_hour))
+        ),
         live_open AS (
             SELECT o.entity_id, coalesce(w.current_{timeframe}, 0) AS stored_cur,
                    coalesce(w.previous_{timeframe}, 0) AS stored_prev, {current} AS cur, {previous} AS prev
-            FROM open_hour AS o
-            LEFT JOIN LATERAL (
-                SELECT * FROM analytics_demandwindow AS w1 WHERE w1.entity_id = o.entity_id LIMIT 1
-            ) AS w ON true
+            FROM open_hour AS o LEFT JOIN open_windows AS w ON w.entity_id = o.entity_id
         )"""  # noqa: S608 - column names come from TIMEFRAME_HOURS only
 
 
