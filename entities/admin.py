@@ -103,7 +103,7 @@ class EntityAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .defer("embedding", "search_vector")
+            .defer("search_vector")
             .annotate(
                 needs_update=ExpressionWrapper(demand_stale_condition(), output_field=BooleanField()),
                 trending_7d=ExpressionWrapper(

@@ -16,7 +16,7 @@ from mandate_wizard.openapi import ERROR_RESPONSES
 
 class EntityOutputSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="entity-detail")
-    has_embedding = serializers.SerializerMethodField()
+    has_embedding = serializers.BooleanField(read_only=True, help_text="Whether the entity has a search vector.")
 
     class Meta:
         model = Entity
@@ -34,9 +34,6 @@ class EntityOutputSerializer(serializers.ModelSerializer):
             "updated_at",
             "has_embedding",
         ]
-
-    def get_has_embedding(self, entity: Entity) -> bool:
-        return "embedding" not in entity.get_deferred_fields() and entity.embedding is not None
 
 
 @extend_schema_view(

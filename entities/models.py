@@ -38,7 +38,6 @@ class Entity(models.Model):
     name = models.TextField()
     entity_type = models.CharField(max_length=32, choices=EntityType.choices, db_index=False)
     data = models.JSONField(default=dict, blank=True)
-    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     # When the record's *content* last changed. Demand counters never touch it (see services).
     updated_at = models.DateTimeField(default=timezone.now)
@@ -75,9 +74,28 @@ class Entity(models.Model):
             models.Index(fields=["updated_at"], name="entity_updated_at_idx"),
             GinIndex(fields=["name"], opclasses=["gin_trgm_ops"], name="entity_name_trgm"),
             GinIndex(fields=["search_vector"], name="entity_search_vector"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.entity_type})"
+
+
+class EntityEmbedding(models.Model):
+    """An entity's vector for semantic search (`entity.embedding.vector`), kept beside the entity row.
+
+    Not a column of Entity on purpose: the worker updates demand counters on entity rows all day, and
+    every such update would insert a new node into the HNSW graph of a vector stored in that row
+    (measured: 570 ms instead of 29 ms to update 400 rows).
+    """
+
+    entity = models.OneToOneField(Entity, on_delete=models.CASCADE, primary_key=True, related_name="embedding")
+    vector = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+
+    class Meta:
+        indexes = [
             HnswIndex(
                 name="entity_embedding_hnsw",
-                fields=["embedding"],
+                fields=["vector"],
                 m=16,
                 ef_construction=64,
                 opclasses=["vector_cosine_ops"],
@@ -85,7 +103,7 @@ class Entity(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.entity_type})"
+        return f"embedding of {self.entity_id}"
 
 
 class RefreshRequest(models.Model):

@@ -143,9 +143,9 @@ text_match AS (
 ),
 nearest AS (
     -- Approximate neighbours from the HNSW index: they find topic matches the words alone miss.
-    SELECT id FROM entities_entity
-    WHERE %(embedding)s::text IS NOT NULL AND embedding IS NOT NULL
-    ORDER BY embedding <=> %(embedding)s::vector
+    SELECT entity_id AS id FROM entities_entityembedding
+    WHERE %(embedding)s::text IS NOT NULL
+    ORDER BY vector <=> %(embedding)s::vector
     LIMIT %(pool)s
 ),
 vector AS (
@@ -153,10 +153,10 @@ vector AS (
     -- hashed vectors (a one-word question is near almost nothing, so the graph walk gets lost).
     SELECT id, cosine, rank() OVER (ORDER BY cosine DESC) AS rank
     FROM (
-        SELECT e.id, 1 - (e.embedding <=> %(embedding)s::vector) AS cosine
-        FROM entities_entity AS e
-        WHERE %(embedding)s::text IS NOT NULL AND e.embedding IS NOT NULL
-          AND e.id IN (SELECT id FROM trigram UNION SELECT id FROM text_match UNION SELECT id FROM nearest)
+        SELECT e.entity_id AS id, 1 - (e.vector <=> %(embedding)s::vector) AS cosine
+        FROM entities_entityembedding AS e
+        WHERE %(embedding)s::text IS NOT NULL
+          AND e.entity_id IN (SELECT id FROM trigram UNION SELECT id FROM text_match UNION SELECT id FROM nearest)
     ) scored
 ),
 signals AS (

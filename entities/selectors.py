@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
 
-from entities.models import Entity
+from entities.models import Entity, EntityEmbedding
 
 
 def entity_list() -> QuerySet[Entity]:
-    """All entities without their embeddings (1,024 floats each are never needed in a listing)."""
-    return Entity.objects.defer("embedding", "search_vector")
+    """All entities, without their full-text document; `has_embedding` says whether each has a vector."""
+    return Entity.objects.defer("search_vector").annotate(
+        has_embedding=Exists(EntityEmbedding.objects.filter(entity=OuterRef("pk")))
+    )
 
 
 def entity_id_parse(raw: str, *, name: str = "id") -> uuid.UUID:

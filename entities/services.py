@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -16,28 +17,22 @@ from django.utils import timezone
 from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
 from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
-from entities.models import Entity
+from entities.models import Entity, EntityEmbedding
 from mandate_wizard.iterables import batched
 
 # Content columns: a change to any of them moves updated_at; demand columns are never written here.
 _UPSERT_SQL = """
-    INSERT INTO entities_entity (id, name, entity_type, data, embedding, created_at, updated_at,
-                                 demand_score, query_count)
-    SELECT r.id, r.name, r.entity_type, r.data, r.embedding::vector, %(now)s, r.updated_at, 0, 0
-    FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(types)s::text[], %(data)s::jsonb[],
-                %(embeddings)s::text[], %(updated)s::timestamptz[])
-         AS r(id, name, entity_type, data, embedding, updated_at)
+    INSERT INTO entities_entity (id, name, entity_type, data, created_at, updated_at, demand_score, query_count)
+    SELECT r.id, r.name, r.entity_type, r.data, %(now)s, %(now)s, 0, 0
+    FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(types)s::text[], %(data)s::jsonb[])
+         AS r(id, name, entity_type, data)
     ON CONFLICT (id) DO UPDATE SET
         name = EXCLUDED.name,
         entity_type = EXCLUDED.entity_type,
         data = EXCLUDED.data,
-        embedding = COALESCE(EXCLUDED.embedding, CASE
-            WHEN (entities_entity.name, entities_entity.data) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.data)
-            THEN NULL ELSE entities_entity.embedding END),
-        updated_at = %(now)s
+        updated_at = EXCLUDED.updated_at
     WHERE (entities_entity.name, entities_entity.entity_type, entities_entity.data)
           IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.entity_type, EXCLUDED.data)
-       OR EXCLUDED.embedding IS NOT NULL
     RETURNING id, (xmax = 0) AS inserted
 """
 
@@ -50,13 +45,11 @@ class UpsertResult:
     ids_to_embed: list[uuid.UUID] = field(default_factory=list)
 
 
-def entities_upsert(
-    *, rows: Sequence[EntityRow], updated_at: Sequence[datetime] | None = None, now: datetime | None = None
-) -> UpsertResult:
+def entities_upsert(*, rows: Sequence[EntityRow], now: datetime | None = None) -> UpsertResult:
     """Insert or update rows by id in one statement; unchanged rows are left alone (updated_at kept).
 
-    Rows without an id get a new one. Rows whose content changed lose a stale embedding unless the row
-    brings its own; the ids that need an embedding are returned for `entities_reindex`.
+    Rows without an id get a new one. Vectors a row brings are stored as they are; the new or changed
+    rows without one are returned in `ids_to_embed`, for `entities_reindex`.
     """
     now = now or timezone.now()
     ids = [row.id or uuid.uuid4() for row in rows]
@@ -66,17 +59,21 @@ def entities_upsert(
         "names": [row.name for row in rows],
         "types": [row.entity_type for row in rows],
         "data": [json.dumps(row.data) for row in rows],
-        "embeddings": [json.dumps(row.embedding) if row.embedding else None for row in rows],
-        "updated": list(updated_at) if updated_at is not None else [now] * len(rows),
     }
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT_SQL, params)
         written = cursor.fetchall()
+    brought = [(row_id, row.embedding) for row_id, row in zip(ids, rows, strict=True) if row.embedding]
+    if brought:
+        entity_vectors_store(
+            ids=[row_id for row_id, _vector in brought],
+            vectors=np.asarray([vector for _row_id, vector in brought], dtype=np.float32),
+        )
     result = UpsertResult(created=sum(1 for _id, inserted in written if inserted))
     result.updated = len(written) - result.created
     result.unchanged = len(rows) - len(written)
-    brought = {row_id for row_id, row in zip(ids, rows, strict=True) if row.embedding}
-    result.ids_to_embed = [row_id for row_id, _inserted in written if row_id not in brought]
+    brought_ids = {row_id for row_id, _vector in brought}
+    result.ids_to_embed = [row_id for row_id, _inserted in written if row_id not in brought_ids]
     return result
 
 
@@ -167,9 +164,12 @@ HNSW_BUILD_MEMORY = "256MB"
 EMBEDDING_INDEX_NAME = "entity_embedding_hnsw"
 
 
-def _embeddings_store(*, ids: Sequence[uuid.UUID], rows: Sequence[tuple[str, dict]]) -> int:
-    """Embed (name, data) rows and write the vectors in one binary COPY and one UPDATE."""
-    payload = vectors_copy_binary(ids=ids, vectors=embedder().embed_entities(rows))
+def entity_vectors_store(*, ids: Sequence[uuid.UUID], vectors: np.ndarray) -> int:
+    """Write these entities' vectors (one row each) in one binary COPY and one upsert; return how many.
+
+    Derived data only: the entity rows, and so updated_at (content last changed), are not touched.
+    """
+    payload = vectors_copy_binary(ids=ids, vectors=vectors)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS entity_embedding_load (id uuid, embedding vector) ON COMMIT DROP"
@@ -177,11 +177,20 @@ def _embeddings_store(*, ids: Sequence[uuid.UUID], rows: Sequence[tuple[str, dic
         cursor.execute("TRUNCATE entity_embedding_load")
         with cursor.cursor.copy("COPY entity_embedding_load (id, embedding) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(payload)
-        # Derived data only: updated_at (content last changed) is deliberately left alone.
         cursor.execute(
-            "UPDATE entities_entity AS e SET embedding = l.embedding FROM entity_embedding_load AS l WHERE e.id = l.id"
+            """
+            INSERT INTO entities_entityembedding (entity_id, vector)
+            SELECT l.id, l.embedding FROM entity_embedding_load AS l JOIN entities_entity AS e ON e.id = l.id
+            ORDER BY l.id
+            ON CONFLICT (entity_id) DO UPDATE SET vector = EXCLUDED.vector
+            """
         )
         return cursor.rowcount
+
+
+def _embeddings_store(*, ids: Sequence[uuid.UUID], rows: Sequence[tuple[str, dict]]) -> int:
+    """Embed (name, data) rows with the configured embedder and store the vectors."""
+    return entity_vectors_store(ids=ids, vectors=embedder().embed_entities(rows))
 
 
 def entity_embeddings_compute(
@@ -204,10 +213,10 @@ def entity_embeddings_compute(
     total = len(ids) if ids is not None else entities.count()
     if total < HNSW_REBUILD_MIN_ROWS:
         return _embeddings_compute_batches(entities=entities, ids=ids, batch_size=batch_size, progress=progress)
-    index = next(index for index in Entity._meta.indexes if index.name == EMBEDDING_INDEX_NAME)
+    index = next(index for index in EntityEmbedding._meta.indexes if index.name == EMBEDDING_INDEX_NAME)
     with transaction.atomic():
         with connection.schema_editor() as editor:
-            editor.remove_index(Entity, index)
+            editor.remove_index(EntityEmbedding, index)
         written = _embeddings_compute_batches(entities=entities, ids=ids, batch_size=batch_size, progress=progress)
         with connection.cursor() as cursor:
             # The build is fast only while the graph fits in maintenance_work_mem (PostgreSQL's default
@@ -217,8 +226,11 @@ def entity_embeddings_compute(
                 "'maintenance_work_mem')), pg_size_bytes(%s)) / 1024 || 'kB', true)",
                 [HNSW_BUILD_MEMORY],
             )
+        with connection.cursor() as cursor:
+            # The deferred foreign-key checks of the new rows must run before CREATE INDEX may.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         with connection.schema_editor() as editor:
-            editor.add_index(Entity, index)
+            editor.add_index(EntityEmbedding, index)
     return written
 
 

@@ -69,7 +69,7 @@ def test_reindex_stores_the_same_vector_the_embedder_computes_and_keeps_updated_
     before = Entity.objects.get(pk=entity.pk).updated_at
     assert entities_reindex(entity_ids=[entity.pk]) == 1
     stored = Entity.objects.get(pk=entity.pk)
-    np.testing.assert_allclose(stored.embedding, HashedNgramEmbedder().embed_entities([PERSON])[0], rtol=1e-6)
+    np.testing.assert_allclose(stored.embedding.vector, HashedNgramEmbedder().embed_entities([PERSON])[0], rtol=1e-6)
     assert stored.updated_at == before
 
 
@@ -78,7 +78,7 @@ def test_compute_only_missing_leaves_embedded_entities_alone():
     embedded, missing = EntityFactory(), EntityFactory()
     entities_reindex(entity_ids=[embedded.pk])
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE entities_entity SET embedding = NULL WHERE id = %s", [missing.pk])
+        cursor.execute("DELETE FROM entities_entityembedding WHERE entity_id = %s", [missing.pk])
     assert entity_embeddings_compute(only_missing=True, batch_size=1) == 1
     assert Entity.objects.filter(embedding__isnull=True).count() == 0
 
@@ -107,7 +107,7 @@ def test_a_bulk_compute_rebuilds_the_hnsw_index_with_its_model_definition(monkey
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'entity_embedding_hnsw'")
         (definition,) = cursor.fetchone()
-    assert "hnsw (embedding vector_cosine_ops)" in definition
+    assert "ON public.entities_entityembedding USING hnsw (vector vector_cosine_ops)" in definition
     assert "m='16'" in definition and "ef_construction='64'" in definition
     assert Entity.objects.filter(embedding__isnull=True).count() == 0
 

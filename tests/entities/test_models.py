@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
-from entities.models import Entity, EntityType
+from entities.models import Entity, EntityEmbedding, EntityType
 from tests.entities.factories import EntityFactory
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_defaults():
     assert entity.data == {}
     assert (entity.demand_score, entity.query_count) == (0, 0)
     assert entity.first_queried_at is None and entity.last_queried_at is None
-    assert entity.embedding is None
+    assert not EntityEmbedding.objects.filter(entity=entity).exists()
 
 
 def test_counter_updates_never_move_updated_at():

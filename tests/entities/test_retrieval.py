@@ -82,7 +82,7 @@ def test_limit_and_scores_are_ordered(catalog):
 
 def test_entities_without_embeddings_are_still_found_by_name_and_text(catalog):
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE entities_entity SET embedding = NULL")
+        cursor.execute("DELETE FROM entities_entityembedding")
     assert names("Who is Chris Mansolilo?")[0] == "Chris Mansolillo"
     assert names("nature documentaries")[0] == "Priya Lindqvist"
 

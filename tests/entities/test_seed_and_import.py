@@ -124,7 +124,7 @@ def test_import_csv_with_json_data_and_embedding(tmp_path):
     with pytest.raises(SystemExit):
         call_command("import_entities", str(path), verbosity=0)
     assert Entity.objects.get(name="Streamly").data == {"region": "US"}
-    assert list(Entity.objects.get(name="Vec Co").embedding[:2]) == [1.0, 0.0]
+    assert list(Entity.objects.get(name="Vec Co").embedding.vector[:2]) == [1.0, 0.0]
 
 
 def test_import_dry_run_writes_nothing(tmp_path):

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from analytics.models import DemandBucket
-from entities.models import Entity, RefreshRequest
+from entities.models import Entity, EntityEmbedding, RefreshRequest
 from mandate_wizard.devservers import EmbeddedRedis
 from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import ProcessedEvent
@@ -182,7 +182,7 @@ def test_refresh_and_reindex_requests_apply_once(db, redis_client, worker):
         (e.id, refresh.event_id, "data-team") for e in entities[:2]
     )
     assert rows[0].requested_at == refresh.timestamp
-    assert Entity.objects.get(id=entities[2].id).embedding is not None
+    assert EntityEmbedding.objects.filter(entity_id=entities[2].id).exists()
     assert worker.stats.events_processed == 2
     assert worker.stats.duplicates_skipped == 2
 

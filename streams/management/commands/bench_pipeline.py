@@ -27,7 +27,8 @@ from django.db.models import F, Sum
 
 from analytics.models import DemandBucket
 from analytics.services import demand_windows_roll
-from entities.models import Entity, EntityType
+from entities.models import Entity
+from entities.services import demo_entities_seed
 from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
 from streams.publisher import query_signals_publish, redis_circuit
@@ -107,18 +108,8 @@ class Command(BaseCommand):
         out = self.stdout.write
 
         started = time.perf_counter()
-        types = EntityType.values
-        Entity.objects.bulk_create(
-            [
-                Entity(
-                    name=f"Bench entity {index}",
-                    entity_type=types[index % len(types)],
-                    data={"title": "Executive", "company": f"Studio {index % 97}"},
-                )
-                for index in range(entity_count)
-            ],
-            batch_size=2000,
-        )
+        # The demo data set, embedded as in production: counter updates must not pay for the vectors.
+        demo_entities_seed(count=entity_count, seed=options["seed"])
         entities = list(Entity.objects.values_list("id", "entity_type"))
         rng.shuffle(entities)
         # As in production, where the first trending read creates them: every batch also moves the windows.
