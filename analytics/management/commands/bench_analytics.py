@@ -381,12 +381,13 @@ class Command(BaseCommand):
         )
         timings = {"without the totals trigger (baseline)": 0.0, "with it": 0.0}
         with transaction.atomic(), connection.cursor() as cursor:
-            for b in range(20):
-                for label, role in zip(timings, ("replica", "origin"), strict=True):
+            for b in range(0, 20, 2):  # each mode updates entities of its own (no row is updated twice)
+                for offset, (label, role) in enumerate(zip(timings, ("replica", "origin"), strict=True)):
                     cursor.execute(f"SET LOCAL session_replication_role = {role}")
+                    block = sorted(ids[(b + offset) * 1000 : (b + offset + 1) * 1000])
                     started = time.perf_counter()
-                    cursor.execute(update_sql, [sorted(ids[b * 1000 : (b + 1) * 1000])])
-                    timings[label] += (time.perf_counter() - started) * 1000 / 20
+                    cursor.execute(update_sql, [block])
+                    timings[label] += (time.perf_counter() - started) * 1000 / 10
             transaction.set_rollback(True)
         out(
             "entity counter UPDATE of 1,000 rows: " + ", ".join(f"{label} {ms:.1f} ms" for label, ms in timings.items())
