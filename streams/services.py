@@ -58,13 +58,18 @@ class DeadEntry:
     deliveries: int = 1
 
 
-def _pg_array(values: Iterable[uuid.UUID | int | datetime]) -> str:
+def _pg_array(values: Iterable[uuid.UUID | str | int | datetime]) -> str:
     """A PostgreSQL array literal for values whose text form needs no quoting (UUIDs, ints, datetimes).
 
     One string parameter instead of a list: psycopg adapts a list element by element in Python,
     which cost the worker more than the statements themselves.
     """
     return "{" + ",".join(value.isoformat() if isinstance(value, datetime) else str(value) for value in values) + "}"
+
+
+def _text_array(values: Iterable[uuid.UUID | str | int]) -> str:
+    """`_pg_array` for values without datetimes: one C-level `map(str)`, no per-element isinstance."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _commit_durably(cursor) -> None:
@@ -78,12 +83,12 @@ def _commit_durably(cursor) -> None:
 
 def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """Lock the existing entities among `entity_ids` in id order; return the ids that exist."""
-    ids = sorted({str(entity_id) for entity_id in entity_ids})  # text order is uuid order
+    ids = sorted(set(map(str, entity_ids)))  # text order is uuid order
     if not ids:
         return set()
     cursor.execute(
         "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE",
-        [_pg_array(ids)],
+        [_text_array(ids)],
     )
     return {row[0] for row in cursor.fetchall()}
 
@@ -99,7 +104,7 @@ def _inbox_record(cursor, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
         """,
-        [_pg_array(event_ids)],
+        [_text_array(event_ids)],
     )
     return {row[0] for row in cursor.fetchall()}
 
@@ -118,10 +123,6 @@ def _first_per_event(items: Sequence, known: set[uuid.UUID], key) -> tuple[list[
         seen.add(item.event_id)
         keep.append(index)
     return keep, repeats
-
-
-def _hour(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def stream_batch_apply(
@@ -170,17 +171,23 @@ def query_signals_apply(
 
         per_entity: dict[uuid.UUID, list] = {}
         per_hour: Counter[tuple[uuid.UUID, datetime]] = Counter()
+        hours: dict[float, datetime] = {}  # epoch hour -> its start; a batch spans few distinct hours
         for signal in fresh:
-            stats = per_entity.get(signal.entity_id)
+            entity_id, timestamp = signal.entity_id, signal.timestamp
+            stats = per_entity.get(entity_id)
             if stats is None:
-                per_entity[signal.entity_id] = [1, signal.timestamp, signal.timestamp]
+                per_entity[entity_id] = [1, timestamp, timestamp]
             else:
                 stats[0] += 1
-                if signal.timestamp < stats[1]:
-                    stats[1] = signal.timestamp
-                if signal.timestamp > stats[2]:
-                    stats[2] = signal.timestamp
-            per_hour[(signal.entity_id, _hour(signal.timestamp))] += 1
+                if timestamp < stats[1]:
+                    stats[1] = timestamp
+                if timestamp > stats[2]:
+                    stats[2] = timestamp
+            epoch_hour = timestamp.timestamp() // 3600
+            hour = hours.get(epoch_hour)
+            if hour is None:
+                hour = hours[epoch_hour] = datetime.fromtimestamp(epoch_hour * 3600, UTC)
+            per_hour[(entity_id, hour)] += 1
         ids = list(per_entity)
         cursor.execute(
             """
@@ -194,8 +201,8 @@ def query_signals_apply(
             WHERE entity.id = batch.id
             """,
             [
-                _pg_array(ids),
-                _pg_array(per_entity[entity_id][0] for entity_id in ids),
+                _text_array(ids),
+                _text_array(per_entity[entity_id][0] for entity_id in ids),
                 _pg_array(per_entity[entity_id][1] for entity_id in ids),
                 _pg_array(per_entity[entity_id][2] for entity_id in ids),
             ],
