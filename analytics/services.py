@@ -92,15 +92,22 @@ def demand_buckets_add(*, counts: Mapping[tuple[uuid.UUID, datetime], int]) -> N
     """
     if not counts:
         return
+    # Array literals as text (none of these values needs quoting): psycopg quoting Python lists
+    # element by element cost the worker more than this statement takes in PostgreSQL.
+    hour_texts: dict[datetime, str] = {}
     entity_ids, hours, amounts = [], [], []
     for (entity_id, hour), amount in counts.items():
-        entity_ids.append(entity_id)
-        hours.append(hour)
-        amounts.append(amount)
+        entity_ids.append(str(entity_id))
+        text = hour_texts.get(hour)
+        if text is None:
+            text = hour_texts[hour] = hour.isoformat()
+        hours.append(text)
+        amounts.append(str(int(amount)))
+    arrays = ["{" + ",".join(values) + "}" for values in (entity_ids, hours, amounts)]
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         # Its own statement: the upsert's snapshot then includes any roll that committed meanwhile.
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [DEMAND_WINDOWS_LOCK])
-        cursor.execute(_ADD_SQL, [entity_ids, hours, amounts])
+        cursor.execute(_ADD_SQL, arrays)
 
 
 def demand_windows_roll(*, now: datetime | None = None) -> datetime:
