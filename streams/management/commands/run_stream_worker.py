@@ -60,6 +60,7 @@ class Command(BaseCommand):
             max_deliveries=options["max_deliveries"],
             claim_idle_ms=options["claim_idle_ms"],
             stop_requested=lambda: stopping,
+            read_ahead=True,
         )
         if options["metrics_port"]:
             worker_metrics_serve(port=options["metrics_port"])
@@ -82,6 +83,11 @@ class Command(BaseCommand):
                 while not stopping and time.monotonic() < deadline:
                     time.sleep(0.05)
                 delay = min(delay * 2, MAX_BACKOFF)
+        try:
+            worker.read_ahead_finish()
+        except (StopRequested, redis.RedisError, DatabaseError) as error:
+            # Still pending for this consumer: a restart under the same name, or a claim, takes them.
+            logger.warning("stopping with a batch read ahead still pending: %s", error or type(error).__name__)
         with contextlib.suppress(redis.RedisError):
             worker.heartbeat_clear()
         stats = worker.stats
