@@ -196,16 +196,18 @@ def query_signals_apply(
                 query_count = entity.query_count + batch.n,
                 first_queried_at = LEAST(entity.first_queried_at, batch.first_at),
                 last_queried_at = GREATEST(entity.last_queried_at, batch.last_at)
-            FROM unnest(%s::uuid[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+            FROM unnest(%(ids)s::uuid[], %(n)s::bigint[], %(first)s::timestamptz[], %(last)s::timestamptz[])
                 AS batch(id, n, first_at, last_at)
-            WHERE entity.id = batch.id
+            WHERE entity.id = batch.id AND entity.id = ANY(%(ids)s::uuid[])
             """,
-            [
-                _text_array(ids),
-                _text_array(per_entity[entity_id][0] for entity_id in ids),
-                _pg_array(per_entity[entity_id][1] for entity_id in ids),
-                _pg_array(per_entity[entity_id][2] for entity_id in ids),
-            ],
+            # The redundant ANY lets the planner look the rows up by primary key; joining on the
+            # unnest alone, it hashed a sequential scan of the whole table.
+            {
+                "ids": _text_array(ids),
+                "n": _text_array(per_entity[entity_id][0] for entity_id in ids),
+                "first": _pg_array(per_entity[entity_id][1] for entity_id in ids),
+                "last": _pg_array(per_entity[entity_id][2] for entity_id in ids),
+            },
         )
         demand_buckets_add(counts=per_hour)
     return result
