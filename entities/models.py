@@ -63,15 +63,15 @@ class Entity(models.Model):
             models.CheckConstraint(condition=models.Q(query_count__gte=0), name="entity_query_count_gte_0"),
         ]
         indexes = [
+            # Covering: top and stale answer from the index alone (demand order, then content age).
             models.Index(
-                models.F("demand_score").desc(),
-                models.F("query_count").desc(),
-                "name",
+                fields=["-demand_score", "-query_count", "name"],
+                include=["updated_at", "id"],
                 name="entity_demand_desc",
             ),
             models.Index(models.F("last_queried_at").desc(nulls_last=True), name="entity_last_queried_desc"),
             models.Index(fields=["entity_type"], name="entity_type_idx"),
-            models.Index(fields=["updated_at"], name="entity_updated_at_idx"),
+            models.Index(fields=["updated_at"], include=["demand_score"], name="entity_updated_at_idx"),
             GinIndex(fields=["name"], opclasses=["gin_trgm_ops"], name="entity_name_trgm"),
             GinIndex(fields=["search_vector"], name="entity_search_vector"),
         ]

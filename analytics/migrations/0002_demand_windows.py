@@ -9,19 +9,6 @@ def state_create(apps, schema_editor):
     apps.get_model("analytics", "DemandWindowState").objects.get_or_create(id=1)
 
 
-# Covering indexes on the entity table for the analytics reads (stats and stale answer from the index alone).
-ENTITY_INDEXES_SQL = """
-CREATE INDEX IF NOT EXISTS analytics_entity_type_demand
-    ON entities_entity (entity_type, demand_score, query_count, updated_at);
-CREATE INDEX IF NOT EXISTS analytics_entity_demand_updated
-    ON entities_entity (demand_score DESC, query_count DESC, name) INCLUDE (updated_at, id);
-"""
-ENTITY_INDEXES_DROP_SQL = """
-DROP INDEX IF EXISTS analytics_entity_type_demand;
-DROP INDEX IF EXISTS analytics_entity_demand_updated;
-"""
-
-
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -57,5 +44,4 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(state_create, migrations.RunPython.noop),
-        migrations.RunSQL(ENTITY_INDEXES_SQL, ENTITY_INDEXES_DROP_SQL),
     ]

@@ -32,8 +32,6 @@ def _apply(deltas: str) -> str:
 
 
 TOTALS_SQL = f"""
-CREATE INDEX IF NOT EXISTS analytics_entity_updated_demand ON entities_entity (updated_at) INCLUDE (demand_score);
-
 CREATE FUNCTION analytics_demand_totals_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     stale_min bigint;
@@ -75,7 +73,6 @@ DROP TRIGGER IF EXISTS analytics_demand_totals_delete ON entities_entity;
 DROP TRIGGER IF EXISTS analytics_demand_totals_truncate ON entities_entity;
 DROP FUNCTION IF EXISTS analytics_demand_totals_apply();
 DROP FUNCTION IF EXISTS analytics_demand_totals_clear();
-DROP INDEX IF EXISTS analytics_entity_updated_demand;
 """
 
 
