@@ -20,7 +20,7 @@ from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import ProcessedEvent
 from streams.services import inbox_prune
 from streams.worker import HEARTBEAT_TTL_SECONDS, StreamWorker, heartbeat_key
-from tests.streams.pipeline import entities_make, signals_make, signals_xadd, totals_assert, worker_drain
+from tests.streams.pipeline import entities_make, signals_make, signals_xadd, totals_assert, wait_until, worker_drain
 
 QS = settings.STREAM_QUERY_SIGNALS
 UR = settings.STREAM_UPDATE_REQUESTS
@@ -74,6 +74,26 @@ def test_entries_published_before_the_group_existed_are_counted(db, redis_client
     worker_drain(worker)
     totals_assert(signals)
     assert worker.stats.events_processed == 500
+
+
+def test_read_ahead_counts_each_batch_once_and_a_stopping_worker_applies_the_batch_it_read(db, redis_client):
+    signals = signals_make(entities_make(5), 250)
+    signals_xadd(redis_client, signals)
+    worker = StreamWorker(consumer="reader", batch_size=100, block_ms=10, read_ahead=True)
+    worker.groups_ensure()
+
+    assert worker.run_once() == 100
+    assert ProcessedEvent.objects.count() == 100
+    # The next batch was read while the first one's transaction ran: pending, not yet counted.
+    wait_until(lambda: redis_client.xpending(QS, GROUP)["pending"] == 100, timeout=10, what="the read-ahead")
+    assert ProcessedEvent.objects.count() == 100
+
+    assert worker.run_once() == 100  # the batch read ahead, applied once
+    assert ProcessedEvent.objects.count() == 200
+    assert worker.read_ahead_finish() == 50  # what a stopping worker does with the batch in hand
+    assert worker.read_ahead_finish() == 0
+    assert redis_client.xpending(QS, GROUP)["pending"] == 0
+    totals_assert(signals)
 
 
 def test_duplicate_entries_with_the_same_event_id_count_once(db, redis_client, worker):
