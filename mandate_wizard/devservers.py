@@ -167,9 +167,9 @@ class EmbeddedPostgres:
             self._psql("postgres", f'CREATE DATABASE "{self.database}"')
 
     def _psql(self, database: str, sql: str) -> str:
+        client = [str(self._bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
         result = subprocess.run(
-            [str(self._bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database]
-            + ["-tAc", sql],
+            [*client, "-d", database, "-tAc", sql],
             check=True,
             capture_output=True,
             text=True,

@@ -13,15 +13,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import redis
 from django.conf import settings
-from django.db import connection
 from django.db.models import Sum
 
 from analytics.models import DemandBucket
 from entities.models import Entity, EntityType
+from mandate_wizard.databases import database_url
 from streams.events import QuerySignal
 from streams.models import ProcessedEvent
 from streams.worker import StreamWorker
@@ -104,13 +103,6 @@ def wait_until(
         time.sleep(interval)
     detail = f" (state: {state()})" if state else ""
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-
-
-def database_url() -> str:
-    """The URL of the database this test uses (pytest-django's test_<name>), for subprocesses."""
-    db = connection.settings_dict
-    user, password = quote(db["USER"] or "", safe=""), quote(db["PASSWORD"] or "", safe="")
-    return f"postgres://{user}:{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 class WorkerProcess:

@@ -32,6 +32,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from analytics.selectors import demand_trending, demand_windows_sync
 from analytics.services import demand_buckets_add, demand_totals_rebuild, demand_windows_roll, hour_floor
 from entities.models import Entity, EntityType
+from mandate_wizard.databases import throwaway_database
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 BASE = "/api/analytics/demand/"
@@ -126,31 +127,19 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["inside"]:
             return self._bench(options)
-        name = f"mandate_wizard_bench_analytics_{uuid.uuid4().hex[:8]}"
-        database = connection.settings_dict
-        url = (
-            f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 5432}/{name}"
-        )
-        env = {**os.environ, "DATABASE_URL": url}
-        with connection.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        self.stdout.write(f"throwaway database {name}")
-        try:
-            subprocess.run([sys.executable, str(MANAGE), "migrate", "--noinput", "-v0"], env=env, check=True)
+        with throwaway_database(
+            prefix="mandate_wizard_bench_analytics",
+            env=dict(os.environ),
+            keep=options["keep_database"],
+            say=self.stdout.write,
+        ) as url:
             argv = [sys.executable, str(MANAGE), "bench_analytics", "--inside"]
             for option in ("entities", "events", "days", "runs", "baseline_runs"):
                 argv += [f"--{option.replace('_', '-')}", str(options[option])]
             if options["explain"]:
                 argv.append("--explain")
-            if subprocess.run(argv, env=env).returncode:
+            if subprocess.run(argv, env={**os.environ, "DATABASE_URL": url}).returncode:
                 raise CommandError("benchmark failed (see above)")
-        finally:
-            if not options["keep_database"]:
-                connection.close()
-                with connection.cursor() as cursor:
-                    cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                self.stdout.write(f"dropped {name}")
 
     # -- inside the throwaway database ----------------------------------------------------------------------
 

@@ -17,18 +17,17 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 from django.db.models import F, Sum
 
 from analytics.models import DemandBucket
 from analytics.services import demand_windows_roll
 from entities.models import Entity
 from entities.services import demo_entities_seed
+from mandate_wizard.databases import throwaway_database
 from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
 from streams.publisher import query_signals_publish, redis_circuit
@@ -44,13 +43,6 @@ def _vm_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
-
-
-def _database_url(database: dict, name: str) -> str:
-    """A URL for database `name` on the server (and with the credentials) of `database`."""
-    user, password = quote(database["USER"] or "", safe=""), quote(database["PASSWORD"] or "", safe="")
-    auth = f"{user}:{password}@" if password else f"{user}@" if user else ""
-    return f"postgres://{auth}{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{name}"
 
 
 class Command(BaseCommand):
@@ -71,33 +63,33 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["inside"]:
             return self._bench(options)
-        name = f"mandate_wizard_bench_{uuid.uuid4().hex[:8]}"
         prefix = f"mandate_wizard_bench_{uuid.uuid4().hex[:8]}"
-        url = _database_url(connection.settings_dict, name)
         # Production settings for the measured processes (DEBUG off needs a secret key: a throwaway one).
         secret = settings.SECRET_KEY if not settings.DEBUG else secrets.token_urlsafe(48)
-        env = {**os.environ, "DATABASE_URL": url, "STREAM_KEY_PREFIX": prefix, "DEBUG": "0", "SECRET_KEY": secret}
-        with connection.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        self.stdout.write(f"throwaway database {name}, stream keys {prefix}:*")
+        env = {**os.environ, "STREAM_KEY_PREFIX": prefix, "DEBUG": "0", "SECRET_KEY": secret}
+        self.stdout.write(f"stream keys {prefix}:*")
         try:
-            subprocess.run([sys.executable, str(MANAGE), "migrate", "--noinput", "-v0"], env=env, check=True)
-            argv = [sys.executable, str(MANAGE), "bench_pipeline", "--inside"]
-            for option in ("events", "entities", "batch_size", "workers", "baseline_events", "publish_chunk", "seed"):
-                argv += [f"--{option.replace('_', '-')}", str(options[option])]
-            result = subprocess.run(argv, env=env)
-            if result.returncode:
-                raise CommandError("benchmark failed (see above)")
+            with throwaway_database(
+                prefix="mandate_wizard_bench", env=env, keep=options["keep_database"], say=self.stdout.write
+            ) as url:
+                argv = [sys.executable, str(MANAGE), "bench_pipeline", "--inside"]
+                for option in (
+                    "events",
+                    "entities",
+                    "batch_size",
+                    "workers",
+                    "baseline_events",
+                    "publish_chunk",
+                    "seed",
+                ):
+                    argv += [f"--{option.replace('_', '-')}", str(options[option])]
+                if subprocess.run(argv, env={**env, "DATABASE_URL": url}).returncode:
+                    raise CommandError("benchmark failed (see above)")
         finally:
             client = redis_client()
             keys = list(client.scan_iter(match=f"{prefix}:*"))
             if keys:
                 client.delete(*keys)
-            if not options["keep_database"]:
-                connection.close()
-                with connection.cursor() as cursor:
-                    cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                self.stdout.write(f"dropped {name}")
 
     # -- inside the throwaway database ----------------------------------------------------------------------
 
