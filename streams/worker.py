@@ -20,7 +20,10 @@ from typing import NamedTuple
 import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, reset_queries
+from django.utils import timezone
 
+from analytics.definitions import hour_floor
+from analytics.services import demand_windows_roll
 from mandate_wizard.metrics import WORKER_EVENTS_PROCESSED, worker_batch_observe
 from streams.events import InvalidEvent, QuerySignal, UpdateRequest, event_parse, timestamp_encode
 from streams.redis import redis_client
@@ -168,6 +171,7 @@ class StreamWorker:
         # Our own pending entries (after a restart under the same name, a failure or a claim) come first.
         self._history = True
         self._due: dict[str, float] = {}
+        self._windows_hour: datetime | None = None
         self._claim_cursor: dict[str, str] = {}
         # Read ahead: while one batch's transaction runs, a thread reads and validates the next one
         # (Redis and Python work overlap PostgreSQL's). Never touches the database.
@@ -275,7 +279,7 @@ class StreamWorker:
         return self._with_deliveries(claimed)
 
     def housekeeping(self) -> None:
-        """Periodic chores, each at its own interval: heartbeat, outbox relay, trimming, pruning."""
+        """Periodic chores, each at its own interval: heartbeat, outbox relay, trimming, pruning, windows."""
         if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
             self.heartbeat()
         if self._due_now("outbox", OUTBOX_INTERVAL):
@@ -288,6 +292,11 @@ class StreamWorker:
             pruned = inbox_prune()
             if pruned:
                 logger.info("inbox: pruned %d old event ids", pruned)
+        hour = hour_floor(timezone.now())
+        if hour != self._windows_hour:
+            # Move the trending windows on as soon as an hour closes, so no reader pays for the roll.
+            demand_windows_roll(now=hour)
+            self._windows_hour = hour
 
     # -- the unit of work ---------------------------------------------------------------------------------
 
