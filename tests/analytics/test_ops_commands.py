@@ -21,6 +21,7 @@ from streams.events import QuerySignal
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
+from tests.streams.pipeline import worker_drain
 
 pytestmark = pytest.mark.django_db
 
@@ -29,11 +30,6 @@ def run(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
-
-
-def _drain(worker: StreamWorker) -> None:
-    while worker.run_once():
-        pass
 
 
 @pytest.fixture
@@ -121,15 +117,15 @@ def test_replay_dead_letters_dry_run_then_by_reason(redis_client, worker):
         "Dead letters: replayed 2; removed 0 already counted.\n"
     )
     assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 1
-    _drain(worker)
+    worker_drain(worker)
     entity.refresh_from_db()
     assert entity.query_count == 2
 
     # The remaining one is a copy of an event that was counted meanwhile: removed, not counted again.
     redis_client.xadd(settings.STREAM_QUERY_SIGNALS, signals[2].to_fields())
-    _drain(worker)
+    worker_drain(worker)
     assert run("replay_dead_letters") == "Dead letters: replayed 0; removed 1 already counted.\n"
-    _drain(worker)
+    worker_drain(worker)
     entity.refresh_from_db()
     assert entity.query_count == 3
     assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 0
@@ -186,7 +182,7 @@ def test_request_stale_updates_publishes_once_per_entity_per_day(stale_state, re
     assert len(_requested_ids(redis_client)) == 1
 
     # After the worker recorded the requests, even a Redis that lost its keys does not repeat them.
-    _drain(worker)
+    worker_drain(worker)
     assert set(RefreshRequest.objects.values_list("entity__name", flat=True)) == {"a", "d", "e"}
     redis_client.delete(*redis_client.keys("mandate_wizard:refresh_claimed:*"))
     assert run("request_stale_updates").startswith("Requested a refresh of 0 stale entities")

@@ -14,6 +14,7 @@ from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import OutboxEvent
 from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
+from tests.streams.pipeline import worker_drain
 
 pytestmark = pytest.mark.django_db
 
@@ -36,11 +37,6 @@ def _dead_letter_add(client, fields: dict[str, str], *, reason: str, source: str
             "deliveries": "6",
         },
     )
-
-
-def _drain(worker: StreamWorker) -> None:
-    while worker.run_once():
-        pass
 
 
 @pytest.fixture
@@ -163,7 +159,7 @@ def test_update_request_publishes_and_the_worker_records_the_refresh(staff_clien
     assert json.loads(fields["entity_ids"]) == ids
     assert fields["source"].startswith("api:")
 
-    _drain(worker)
+    worker_drain(worker)
     assert set(RefreshRequest.objects.values_list("entity_id", "event_id")) == {
         (e.id, uuid.UUID(body["event_id"])) for e in entities
     }
@@ -264,7 +260,7 @@ def test_replay_counts_each_event_once(staff_client, redis_client, worker):
     entity = EntityFactory()
     counted = QuerySignal.new(entity_id=entity.id, entity_type=entity.entity_type, query="a")
     redis_client.xadd(settings.STREAM_QUERY_SIGNALS, counted.to_fields())
-    _drain(worker)
+    worker_drain(worker)
     entity.refresh_from_db()
     assert entity.query_count == 1
 
@@ -279,7 +275,7 @@ def test_replay_counts_each_event_once(staff_client, redis_client, worker):
     _last_id, replayed_fields = redis_client.xrevrange(settings.STREAM_QUERY_SIGNALS, count=1)[0]
     assert replayed_fields == fresh.to_fields()  # original fields, same event id
 
-    _drain(worker)
+    worker_drain(worker)
     entity.refresh_from_db()
     assert entity.query_count == 2
     assert entity.demand_score == 2
@@ -296,7 +292,7 @@ def test_replay_of_chosen_ids_leaves_the_others(staff_client, redis_client, work
     response = staff_client.post(REPLAY, {"ids": dead_ids[:2]}, format="json").json()
     assert response["replayed"] == 2
     assert [entry_id for entry_id, _ in redis_client.xrange(settings.STREAM_DEAD_LETTER)] == [dead_ids[2]]
-    _drain(worker)
+    worker_drain(worker)
     entity.refresh_from_db()
     assert entity.query_count == 2
 
