@@ -31,25 +31,40 @@ DEMAND_WINDOWS_LOCK = 0x4D57_4457  # "MWDW"
 WINDOW_COLUMNS = [f"{period}_{timeframe}" for timeframe in TIMEFRAME_HOURS for period in ("current", "previous")]
 _COLUMNS = ", ".join(WINDOW_COLUMNS)
 
+_ADDED_SUMS = ", ".join(stored_window_sums_sql(amount="added.amount", hour="added.hour", h0="state.hour"))
+
+
+def demand_add_ctes(*, source: str) -> str:
+    """Common table expressions that add `source`'s rows to the hourly buckets and the stored windows.
+
+    `source` names a relation of (entity_id, hour, amount), one row per entity and UTC hour start. Rows of
+    a closed hour (before h0) also move the windows. For the WITH list of one statement, so a caller can
+    count and record demand in a single round trip; call `demand_windows_lock_shared` first.
+    """
+    return f"""
+demand_buckets AS (
+    INSERT INTO analytics_demandbucket (entity_id, hour, count)
+    SELECT entity_id, hour, amount FROM {source} ORDER BY 1, 2
+    ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count + EXCLUDED.count
+), demand_windows AS (
+    INSERT INTO analytics_demandwindow AS w (entity_id, {_COLUMNS})
+    SELECT added.entity_id, {_ADDED_SUMS}
+    FROM {source} AS added CROSS JOIN analytics_demandwindowstate AS state
+    WHERE state.id = 1 AND added.hour < state.hour
+        AND added.hour > state.hour - interval '{WINDOW_SPAN_HOURS} hours'
+    GROUP BY added.entity_id
+    ORDER BY added.entity_id
+    ON CONFLICT (entity_id) DO UPDATE SET {", ".join(f"{c} = w.{c} + EXCLUDED.{c}" for c in WINDOW_COLUMNS)}
+)"""  # noqa: S608 - built from constants only
+
+
 _ADD_SQL = f"""
-WITH batch AS (
+WITH added AS (
     SELECT entity_id, date_trunc('hour', hour, 'UTC') AS hour, sum(amount)::bigint AS amount
     FROM unnest(%s::uuid[], %s::timestamptz[], %s::bigint[]) AS b(entity_id, hour, amount)
     GROUP BY 1, 2
-), buckets AS (
-    INSERT INTO analytics_demandbucket (entity_id, hour, count)
-    SELECT entity_id, hour, amount FROM batch ORDER BY 1, 2
-    ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count + EXCLUDED.count
-), state AS (
-    SELECT hour AS h0 FROM analytics_demandwindowstate WHERE id = 1 AND hour IS NOT NULL
-)
-INSERT INTO analytics_demandwindow AS w (entity_id, {_COLUMNS})
-SELECT batch.entity_id, {", ".join(stored_window_sums_sql(amount="batch.amount", hour="batch.hour", h0="state.h0"))}
-FROM batch CROSS JOIN state
-WHERE batch.hour < state.h0 AND batch.hour > state.h0 - interval '{WINDOW_SPAN_HOURS} hours'
-GROUP BY batch.entity_id
-ORDER BY batch.entity_id
-ON CONFLICT (entity_id) DO UPDATE SET {", ".join(f"{c} = w.{c} + EXCLUDED.{c}" for c in WINDOW_COLUMNS)}
+), {demand_add_ctes(source="added")}
+SELECT NULL
 """  # noqa: S608 - built from constants only
 
 _REBUILD_SQL = f"""
@@ -105,9 +120,17 @@ def demand_buckets_add(*, counts: Mapping[tuple[uuid.UUID, datetime], int]) -> N
         amounts.append(str(int(amount)))
     arrays = ["{" + ",".join(values) + "}" for values in (entity_ids, hours, amounts)]
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        # Its own statement: the upsert's snapshot then includes any roll that committed meanwhile.
-        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [DEMAND_WINDOWS_LOCK])
+        demand_windows_lock_shared(cursor)
         cursor.execute(_ADD_SQL, arrays)
+
+
+def demand_windows_lock_shared(cursor) -> None:
+    """Hold the windows lock shared for the rest of the transaction: no roll runs until it ends.
+
+    Its own statement, before the writes: in READ COMMITTED the next statement's snapshot then
+    includes any roll that committed while this one waited.
+    """
+    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [DEMAND_WINDOWS_LOCK])
 
 
 def demand_windows_roll(*, now: datetime | None = None) -> datetime:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.services import demand_buckets_add
+from analytics.services import demand_add_ctes, demand_windows_lock_shared
 from entities.services import entities_reindex
 from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import OutboxEvent
@@ -125,91 +125,110 @@ def _first_per_event(items: Sequence, known: set[uuid.UUID], key) -> tuple[list[
     return keep, repeats
 
 
+class SignalColumns(NamedTuple):
+    """A batch of QuerySignals as one PostgreSQL array literal per column, in the batch's order."""
+
+    event_ids: str
+    entity_ids: str
+    timestamps: str
+
+
+def signal_columns(signals: Sequence[QuerySignal]) -> SignalColumns:
+    """The columns `query_signals_apply` sends; the worker builds them while the previous batch commits."""
+    return SignalColumns(
+        _text_array([signal.event_id for signal in signals]),
+        _text_array([signal.entity_id for signal in signals]),
+        _pg_array([signal.timestamp for signal in signals]),
+    )
+
+
 def stream_batch_apply(
-    *, signals: Sequence[QuerySignal], requests: Sequence[UpdateRequest]
+    *,
+    signals: Sequence[QuerySignal],
+    requests: Sequence[UpdateRequest],
+    columns: SignalColumns | None = None,
 ) -> tuple[ApplyResult, ApplyResult]:
-    """Apply a worker's batch in ONE transaction; every entity it names is locked first, in id order."""
+    """Apply a worker's batch in ONE transaction; every entity it names is locked first, in id order.
+
+    `columns`: `signal_columns(signals)`, when the caller has it already.
+    """
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        _commit_durably(cursor)
-        entity_ids = [signal.entity_id for signal in signals]
-        entity_ids += [entity_id for request in requests for entity_id in request.entity_ids]
-        known = _entities_lock(cursor, entity_ids)
+        known = None
+        if requests:
+            # Signals alone lock their entities in their own statement; with requests, every entity of the
+            # batch is locked in one ordered pass first (the signals' statement then holds its locks already).
+            _commit_durably(cursor)
+            entity_ids = [signal.entity_id for signal in signals]
+            entity_ids += [entity_id for request in requests for entity_id in request.entity_ids]
+            known = _entities_lock(cursor, entity_ids)
         return (
-            query_signals_apply(signals=signals, locked_entity_ids=known),
+            query_signals_apply(signals=signals, columns=columns),
             update_requests_apply(requests=requests, locked_entity_ids=known),
         )
 
 
-def query_signals_apply(
-    *, signals: Sequence[QuerySignal], locked_entity_ids: set[uuid.UUID] | None = None
-) -> ApplyResult:
-    """Count `signals` exactly once: inbox, entity counters and hourly buckets in one transaction.
+# One statement counts a batch: lock the named entities (id order), keep the first event per event id
+# among those naming an existing entity, record the ids in the inbox, and move counters, buckets and
+# windows by the events the inbox did not hold yet. It returns the existing entity ids and how many
+# events were counted.
+_SIGNALS_APPLY_SQL = f"""
+WITH named AS (
+    SELECT * FROM unnest(%(event_ids)s::uuid[], %(entity_ids)s::uuid[], %(timestamps)s::timestamptz[])
+        WITH ORDINALITY AS named(event_id, entity_id, at, position)
+), known AS (
+    SELECT id FROM entities_entity WHERE id IN (SELECT entity_id FROM named) ORDER BY id FOR NO KEY UPDATE
+), batch AS (
+    SELECT DISTINCT ON (event_id) event_id, entity_id, at
+    FROM named WHERE entity_id IN (SELECT id FROM known)
+    ORDER BY event_id, position
+), fresh AS (
+    INSERT INTO streams_processedevent (event_id, processed_at)
+    SELECT event_id, now() FROM batch ORDER BY event_id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), counted AS (
+    SELECT batch.entity_id, batch.at FROM batch JOIN fresh USING (event_id)
+), per_entity AS (
+    SELECT entity_id, count(*) AS amount, min(at) AS first_at, max(at) AS last_at FROM counted GROUP BY entity_id
+), counters AS (
+    UPDATE entities_entity AS entity SET
+        demand_score = entity.demand_score + per_entity.amount,
+        query_count = entity.query_count + per_entity.amount,
+        first_queried_at = LEAST(entity.first_queried_at, per_entity.first_at),
+        last_queried_at = GREATEST(entity.last_queried_at, per_entity.last_at)
+    FROM per_entity WHERE entity.id = per_entity.entity_id
+), per_hour AS (
+    SELECT entity_id, date_trunc('hour', at, 'UTC') AS hour, count(*) AS amount FROM counted GROUP BY 1, 2
+), {demand_add_ctes(source="per_hour")}
+SELECT (SELECT array_agg(id) FROM known), (SELECT count(*) FROM fresh)
+"""  # noqa: S608 - built from constants only
+
+
+def query_signals_apply(*, signals: Sequence[QuerySignal], columns: SignalColumns | None = None) -> ApplyResult:
+    """Count `signals` exactly once: inbox, entity counters, hourly buckets and windows in one statement.
 
     Signals naming an entity that does not exist are rejected (not counted). Counters move only by
     database-side arithmetic; `first_queried_at`/`last_queried_at` take LEAST/GREATEST, so late and
-    out-of-order events land correctly; `updated_at` (content changes) is never touched.
-    `locked_entity_ids`: the caller has already locked the entities and these exist.
+    out-of-order events land correctly; `updated_at` (content changes) is never touched. Runs in the
+    caller's transaction when there is one. `columns`: `signal_columns(signals)`, when the caller has it.
     """
     result = ApplyResult()
     if not signals:
         return result
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        known = locked_entity_ids
-        if known is None:
-            _commit_durably(cursor)
-            known = _entities_lock(cursor, (signal.entity_id for signal in signals))
-        for index, signal in enumerate(signals):
-            if signal.entity_id not in known:
-                result.rejected[index] = f"unknown entity_id {signal.entity_id}"
-        keep, repeats = _first_per_event(signals, known, lambda signal: {signal.entity_id})
-        new_ids = _inbox_record(cursor, [signals[index].event_id for index in keep])
-        fresh = [signals[index] for index in keep if signals[index].event_id in new_ids]
-        result.applied = len(fresh)
-        result.duplicates = repeats + len(keep) - len(fresh)
-        if not fresh:
-            return result
-
-        per_entity: dict[uuid.UUID, list] = {}
-        per_hour: Counter[tuple[uuid.UUID, datetime]] = Counter()
-        hours: dict[float, datetime] = {}  # epoch hour -> its start; a batch spans few distinct hours
-        for signal in fresh:
-            entity_id, timestamp = signal.entity_id, signal.timestamp
-            stats = per_entity.get(entity_id)
-            if stats is None:
-                per_entity[entity_id] = [1, timestamp, timestamp]
-            else:
-                stats[0] += 1
-                if timestamp < stats[1]:
-                    stats[1] = timestamp
-                if timestamp > stats[2]:
-                    stats[2] = timestamp
-            epoch_hour = timestamp.timestamp() // 3600
-            hour = hours.get(epoch_hour)
-            if hour is None:
-                hour = hours[epoch_hour] = datetime.fromtimestamp(epoch_hour * 3600, UTC)
-            per_hour[(entity_id, hour)] += 1
-        ids = list(per_entity)
-        cursor.execute(
-            """
-            UPDATE entities_entity AS entity SET
-                demand_score = entity.demand_score + batch.n,
-                query_count = entity.query_count + batch.n,
-                first_queried_at = LEAST(entity.first_queried_at, batch.first_at),
-                last_queried_at = GREATEST(entity.last_queried_at, batch.last_at)
-            FROM unnest(%(ids)s::uuid[], %(n)s::bigint[], %(first)s::timestamptz[], %(last)s::timestamptz[])
-                AS batch(id, n, first_at, last_at)
-            WHERE entity.id = batch.id AND entity.id = ANY(%(ids)s::uuid[])
-            """,
-            # The redundant ANY lets the planner look the rows up by primary key; joining on the
-            # unnest alone, it hashed a sequential scan of the whole table.
-            {
-                "ids": _text_array(ids),
-                "n": _text_array(per_entity[entity_id][0] for entity_id in ids),
-                "first": _pg_array(per_entity[entity_id][1] for entity_id in ids),
-                "last": _pg_array(per_entity[entity_id][2] for entity_id in ids),
-            },
-        )
-        demand_buckets_add(counts=per_hour)
+        _commit_durably(cursor)
+        demand_windows_lock_shared(cursor)
+        cursor.execute(_SIGNALS_APPLY_SQL, (columns or signal_columns(signals))._asdict())
+        known_ids, counted = cursor.fetchone()
+    known = set(known_ids or ())
+    valid = 0
+    for index, signal in enumerate(signals):
+        if signal.entity_id in known:
+            valid += 1
+        else:
+            result.rejected[index] = f"unknown entity_id {signal.entity_id}"
+    result.applied = counted
+    result.duplicates = valid - counted
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import time
 
 import redis
@@ -13,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from mandate_wizard.metrics import worker_metrics_serve
-from streams.worker import MAX_BACKOFF, StopRequested, StreamWorker, default_consumer_name
+from streams.worker import GIL_SWITCH_INTERVAL, MAX_BACKOFF, StopRequested, StreamWorker, default_consumer_name
 
 logger = logging.getLogger("streams.worker")
 
@@ -48,6 +49,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
         known = (settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS)
         if options["streams"] and set(options["streams"]) - set(known):
