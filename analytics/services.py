@@ -139,7 +139,7 @@ def demand_windows_roll(*, now: datetime | None = None) -> datetime:
 
 
 def demand_totals_rebuild(*, stale_min_demand_score: int) -> None:
-    """Recompute DemandTotal from the entity table, counting stale candidates at this demand_score.
+    """Recompute DemandTotal from the demand table, counting stale candidates at this demand_score.
 
     Called when the setting differs from the one the totals were built with (and on first use). Holds the
     totals table exclusively: writers' triggers wait, then add their differences to the rebuilt totals.
@@ -158,7 +158,7 @@ def demand_totals_rebuild(*, stale_min_demand_score: int) -> None:
                 (entity_type, shard, entities, queries, with_demand, score_sum, stale_candidates)
             SELECT entity_type, 0, count(*), sum(query_count), count(*) FILTER (WHERE demand_score > 0),
                    sum(demand_score), count(*) FILTER (WHERE demand_score >= %s)
-            FROM entities_entity
+            FROM entities_entitydemand
             GROUP BY entity_type
             """,
             [stale_min_demand_score],
