@@ -9,11 +9,17 @@ from rest_framework.exceptions import NotFound, ValidationError
 
 from entities.models import Entity, EntityEmbedding
 
+# The counters of an entity's demand row (`entity.demand`), as the entity API names them.
+DEMAND_COUNTERS = ("demand_score", "query_count", "first_queried_at", "last_queried_at")
+
 
 def entity_list() -> QuerySet[Entity]:
-    """All entities, without their full-text document; `has_embedding` says whether each has a vector."""
-    return Entity.objects.defer("search_vector").annotate(
-        has_embedding=Exists(EntityEmbedding.objects.filter(entity=OuterRef("pk")))
+    """All entities, with their demand row and without their full-text document; `has_embedding` says
+    whether each has a vector."""
+    return (
+        Entity.objects.defer("search_vector")
+        .select_related("demand")
+        .annotate(has_embedding=Exists(EntityEmbedding.objects.filter(entity=OuterRef("pk"))))
     )
 
 
