@@ -82,12 +82,13 @@ def _commit_durably(cursor) -> None:
 
 
 def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Lock the existing entities among `entity_ids` in id order; return the ids that exist."""
+    """Lock the demand rows of the existing entities among `entity_ids` in id order; return the ids that exist."""
     ids = sorted(set(map(str, entity_ids)))  # text order is uuid order
     if not ids:
         return set()
     cursor.execute(
-        "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+        "SELECT entity_id FROM entities_entitydemand WHERE entity_id = ANY(%s::uuid[])"
+        " ORDER BY entity_id FOR NO KEY UPDATE",
         [_text_array(ids)],
     )
     return {row[0] for row in cursor.fetchall()}
@@ -143,7 +144,7 @@ def stream_batch_apply(
 def query_signals_apply(
     *, signals: Sequence[QuerySignal], locked_entity_ids: set[uuid.UUID] | None = None
 ) -> ApplyResult:
-    """Count `signals` exactly once: inbox, entity counters and hourly buckets in one transaction.
+    """Count `signals` exactly once: inbox, demand counters and hourly buckets in one transaction.
 
     Signals naming an entity that does not exist are rejected (not counted). Counters move only by
     database-side arithmetic; `first_queried_at`/`last_queried_at` take LEAST/GREATEST, so late and
@@ -191,14 +192,14 @@ def query_signals_apply(
         ids = list(per_entity)
         cursor.execute(
             """
-            UPDATE entities_entity AS entity SET
-                demand_score = entity.demand_score + batch.n,
-                query_count = entity.query_count + batch.n,
-                first_queried_at = LEAST(entity.first_queried_at, batch.first_at),
-                last_queried_at = GREATEST(entity.last_queried_at, batch.last_at)
+            UPDATE entities_entitydemand AS d SET
+                demand_score = d.demand_score + batch.n,
+                query_count = d.query_count + batch.n,
+                first_queried_at = LEAST(d.first_queried_at, batch.first_at),
+                last_queried_at = GREATEST(d.last_queried_at, batch.last_at)
             FROM unnest(%(ids)s::uuid[], %(n)s::bigint[], %(first)s::timestamptz[], %(last)s::timestamptz[])
                 AS batch(id, n, first_at, last_at)
-            WHERE entity.id = batch.id AND entity.id = ANY(%(ids)s::uuid[])
+            WHERE d.entity_id = batch.id AND d.entity_id = ANY(%(ids)s::uuid[])
             """,
             # The redundant ANY lets the planner look the rows up by primary key; joining on the
             # unnest alone, it hashed a sequential scan of the whole table.
