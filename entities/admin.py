@@ -27,7 +27,7 @@ from analytics.selectors import (
     demand_windows_sync,
 )
 from entities.models import Entity, RefreshRequest
-from entities.selectors import DEMAND_COUNTERS
+from entities.selectors import DEMAND_COUNTERS, HAS_DEMAND_ROW
 from streams.events import MAX_ENTITY_IDS, UpdateRequest
 from streams.publisher import update_request_publish
 
@@ -108,6 +108,7 @@ class EntityAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
+            .filter(HAS_DEMAND_ROW)
             .defer("search_vector")
             .annotate(
                 needs_update=ExpressionWrapper(demand_stale_condition(), output_field=BooleanField()),
