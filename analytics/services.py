@@ -186,8 +186,8 @@ def demand_counters_rebuild(*, now: datetime | None = None) -> int:
     """Set query_count and demand_score to the bucket totals where they differ; return how many entities.
 
     Only entities the audit can judge (whole history still in the buckets) are rebuilt. Each chunk first
-    locks its entity rows in id order, as the worker does before it writes buckets, so no batch can
-    commit buckets for them between the sum and the update.
+    locks its demand rows in entity id order, as the worker does before it writes buckets, so no batch
+    can commit buckets for them between the sum and the update.
     """
     from analytics.selectors import demand_audit_from, demand_counters_audit
 
@@ -198,20 +198,22 @@ def demand_counters_rebuild(*, now: datetime | None = None) -> int:
         chunk = ids[start : start + DEMAND_REBUILD_CHUNK]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE", [chunk]
+                "SELECT entity_id FROM entities_entitydemand WHERE entity_id = ANY(%s::uuid[])"
+                " ORDER BY entity_id FOR NO KEY UPDATE",
+                [chunk],
             )
             cursor.execute(
                 """
-                UPDATE entities_entity AS e SET query_count = t.total, demand_score = t.total
+                UPDATE entities_entitydemand AS d SET query_count = t.total, demand_score = t.total
                 FROM (
                     SELECT ids.id, coalesce(sum(b.count), 0) AS total
                     FROM unnest(%s::uuid[]) AS ids(id)
                     LEFT JOIN analytics_demandbucket AS b ON b.entity_id = ids.id
                     GROUP BY ids.id
                 ) AS t
-                WHERE e.id = t.id
-                  AND (e.first_queried_at IS NULL OR e.first_queried_at >= %s)
-                  AND (e.query_count <> t.total OR e.demand_score <> t.total)
+                WHERE d.entity_id = t.id
+                  AND (d.first_queried_at IS NULL OR d.first_queried_at >= %s)
+                  AND (d.query_count <> t.total OR d.demand_score <> t.total)
                 """,
                 [chunk, audit_from],
             )
@@ -253,7 +255,7 @@ def stale_entities_refresh_request(
     runs a minute apart cannot both request an entity whose first request is still in the stream).
     """
     # Late imports: the publisher's module imports the worker's services, which import this module.
-    from analytics.selectors import demand_stale_condition
+    from analytics.selectors import DEMAND_ORDER, demand_stale_condition
     from entities.models import Entity
     from streams.events import MAX_ENTITY_IDS, UpdateRequest
     from streams.publisher import update_request_publish
@@ -262,7 +264,7 @@ def stale_entities_refresh_request(
     now = now or timezone.now()
     stale = Entity.objects.filter(
         demand_stale_condition(now=now, min_demand_score=min_demand_score, days_since_update=days_since_update)
-    ).order_by("-demand_score", "-query_count", "name")
+    ).order_by(*DEMAND_ORDER)
     recent = stale.filter(refresh_requests__requested_at__gte=now - timedelta(seconds=REFRESH_CLAIM_SECONDS))
     outcome = StaleRefreshOutcome(skipped_recent=recent.distinct().count())
     candidates = stale.exclude(pk__in=recent.values("pk")).values_list("pk", flat=True)
