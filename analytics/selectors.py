@@ -161,6 +161,19 @@ def demand_windows_sync(*, now: datetime | None = None) -> datetime:
     return h0
 
 
+def _recent_candidates_count(*, minimum: int, cutoff: datetime, most_are_candidates: bool) -> int:
+    """How many entities updated at or after `cutoff` have demand_score >= minimum.
+
+    Stale = candidates (kept in the totals) minus these. The score and the content time are in two
+    tables, so this is a join of the recently updated entities with the smaller side of the demand rows:
+    the candidates, or, when most entities are candidates, the rest (recent entities minus those).
+    """
+    recent = Entity.objects.filter(updated_at__gte=cutoff)
+    if most_are_candidates:
+        return recent.count() - recent.filter(demand__demand_score__lt=minimum).count()
+    return recent.filter(demand__demand_score__gte=minimum).count()
+
+
 def demand_stats(*, now: datetime | None = None) -> dict:
     """Totals over all entities, the 7d trending count and the default-criteria stale count."""
     now = now or timezone.now()
@@ -179,11 +192,8 @@ def demand_stats(*, now: datetime | None = None) -> dict:
             stale_candidates=Sum("stale_candidates"),
         )
     )
-    # Stale = candidates (demand_score >= minimum, kept in the totals) not updated since the cutoff of
-    # demand_stale_condition: only the recently updated candidates are counted here.
-    recent = Entity.objects.filter(
-        demand__demand_score__gte=minimum, updated_at__gte=demand_stale_cutoff(now=now, days=days)
-    )
+    candidates = sum(row["stale_candidates"] for row in per_type)
+    entities = sum(row["entities"] for row in per_type)
     with_demand = sum(row["with_demand"] for row in per_type)
     score_sum = sum(row["score_sum"] for row in per_type)
     top_types = sorted(
@@ -199,12 +209,17 @@ def demand_stats(*, now: datetime | None = None) -> dict:
         key=lambda item: (-item["count"], item["type"]),
     )
     return {
-        "total_entities": sum(row["entities"] for row in per_type),
+        "total_entities": entities,
         "total_queries": sum(row["queries"] for row in per_type),
         "entities_with_demand": with_demand,
         "avg_demand_score": round(score_sum / with_demand, 1) if with_demand else 0,
         "trending_entities": demand_trending_count(timeframe="7d", now=now),
-        "needs_update": sum(row["stale_candidates"] for row in per_type) - recent.count(),
+        "needs_update": candidates
+        - _recent_candidates_count(
+            minimum=minimum,
+            cutoff=demand_stale_cutoff(now=now, days=days),
+            most_are_candidates=2 * candidates > entities,
+        ),
         "top_entity_types": top_types,
     }
 

@@ -464,3 +464,31 @@ def test_totals_and_per_type_top_follow_every_insert_path_type_changes_and_delet
     assert (stats["total_entities"], stats["total_queries"], stats["entities_with_demand"]) == (2, 7, 2)
     assert per_type() == {"format": (2, 3.5)}
     assert top_names("format") == ["Raw", "Bulk 0"]
+
+
+def test_stats_needs_update_whether_few_or_most_entities_are_candidates():
+    """stats counts the recently updated candidates from the smaller side of the demand rows: the
+    candidates when they are few, the others when most entities are candidates. Both give the
+    definition's count."""
+    old, recent = NOW - timedelta(days=45), NOW - timedelta(days=3)
+    specs = [("old-9", old, 9), ("recent-9", recent, 9), ("recent-6", recent, 6), ("recent-1", recent, 1)]
+    specs += [("old-0", old, 0), ("old-2", old, 2), ("old-4", old, 4)]
+    entities = {}
+    for name, updated_at, score in specs:
+        entities[name] = EntityFactory(name=name, updated_at=updated_at)
+        EntityDemand.objects.filter(pk=entities[name].pk).update(demand_score=score, query_count=score)
+
+    def stale_names():
+        return {row["name"] for row in demand_stale(limit=100, now=NOW)}
+
+    # 3 candidates of 7 entities (few): only old-9 is stale.
+    assert stale_names() == {"old-9"}
+    assert demand_stats(now=NOW)["needs_update"] == 1
+    # 6 of 7 are candidates (most): old-0, old-2 and old-4 join old-9; recent-1 stays below the score.
+    EntityDemand.objects.filter(pk__in=[entities[n].pk for n in ("old-0", "old-2", "old-4")]).update(demand_score=5)
+    EntityDemand.objects.filter(pk=entities["recent-1"].pk).update(demand_score=1)
+    assert stale_names() == {"old-9", "old-0", "old-2", "old-4"}
+    assert demand_stats(now=NOW)["needs_update"] == 4
+    # Every entity a candidate; a recent one is not stale.
+    EntityDemand.objects.filter(pk=entities["recent-1"].pk).update(demand_score=50)
+    assert demand_stats(now=NOW)["needs_update"] == 4
