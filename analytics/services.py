@@ -211,11 +211,12 @@ def demand_counters_rebuild(*, now: datetime | None = None) -> int:
                     LEFT JOIN analytics_demandbucket AS b ON b.entity_id = ids.id
                     GROUP BY ids.id
                 ) AS t
-                WHERE d.entity_id = t.id
+                WHERE d.entity_id = t.id AND d.entity_id = ANY(%s::uuid[])
                   AND (d.first_queried_at IS NULL OR d.first_queried_at >= %s)
                   AND (d.query_count <> t.total OR d.demand_score <> t.total)
                 """,
-                [chunk, audit_from],
+                # The redundant ANY lets the planner look the rows up by primary key (as in the worker).
+                [chunk, chunk, audit_from],
             )
             fixed += cursor.rowcount
     return fixed
