@@ -110,7 +110,8 @@ class DemandWindowState(models.Model):
 
 
 class DemandTotal(models.Model):
-    """Per entity type (and shard), totals over the entity table, kept by triggers on entities_entity.
+    """Per entity type (and shard), totals over the demand rows (one per entity), kept by triggers on
+    entities_entitydemand; entity_type is the demand row's copy of the entity's type.
 
     A statement-level trigger adds each INSERT / UPDATE / DELETE's differences (transition tables),
     in the writer's transaction, to the row of its shard (backend pid % 16, so concurrent writers rarely

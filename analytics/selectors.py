@@ -21,12 +21,18 @@ from django.utils import timezone
 from analytics.definitions import TIMEFRAME_HOURS, hour_floor, trend_score_sql, trending_sql
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
 from analytics.services import demand_totals_rebuild, demand_windows_roll
-from entities.models import Entity, EntityType, RefreshRequest
-from entities.selectors import entity_list
+from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
 INTERVALS = ("day", "hour")
 ENTITY_TYPES = tuple(EntityType.values)
+# Demand order of Entity querysets: the counters live on the entity's demand row.
+DEMAND_ORDER = ("-demand__demand_score", "-demand__query_count", "name")
+_COUNTERS = {
+    "demand_score": F("demand__demand_score"),
+    "query_count": F("demand__query_count"),
+    "last_queried_at": F("demand__last_queried_at"),
+}
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,19 @@ def demand_trending_condition(*, timeframe: str, now: datetime | None = None, pr
 def demand_stale_condition(
     *, now: datetime | None = None, min_demand_score: int | None = None, days_since_update: int | None = None
 ) -> Q:
-    """Stale (needs_update): demand_score >= min_demand_score and updated_at older than days_since_update days."""
+    """Stale (needs_update): demand_score >= min_demand_score and updated_at older than days_since_update days.
+
+    A condition on Entity querysets: the counters are on the entity's demand row (`demand__`), the
+    content time on the entity.
+    """
     if min_demand_score is None:
         min_demand_score = settings.STALE_MIN_DEMAND_SCORE
     if days_since_update is None:
         days_since_update = settings.STALE_DAYS_SINCE_UPDATE
-    return Q(demand_score__gte=min_demand_score, updated_at__lt=demand_stale_cutoff(now=now, days=days_since_update))
+    return Q(
+        demand__demand_score__gte=min_demand_score,
+        updated_at__lt=demand_stale_cutoff(now=now, days=days_since_update),
+    )
 
 
 def demand_stale_cutoff(*, now: datetime | None = None, days: int) -> datetime:
@@ -146,6 +159,19 @@ def demand_windows_sync(*, now: datetime | None = None) -> datetime:
     if DemandWindowState.objects.filter(pk=1).values_list("hour", flat=True).first() != h0:
         demand_windows_roll(now=h0)
     return h0
+
+
+def _recent_candidates_count(*, minimum: int, cutoff: datetime, most_are_candidates: bool) -> int:
+    """How many entities updated at or after `cutoff` have demand_score >= minimum.
+
+    Stale = candidates (kept in the totals) minus these. The score and the content time are in two
+    tables, so this is a join of the recently updated entities with the smaller side of the demand rows:
+    the candidates, or, when most entities are candidates, the rest (recent entities minus those).
+    """
+    recent = Entity.objects.filter(updated_at__gte=cutoff)
+    if most_are_candidates:
+        return recent.count() - recent.filter(demand__demand_score__lt=minimum).count()
+    return recent.filter(demand__demand_score__gte=minimum).count()
 
 
 def demand_stats(*, now: datetime | None = None) -> dict:
@@ -166,9 +192,8 @@ def demand_stats(*, now: datetime | None = None) -> dict:
             stale_candidates=Sum("stale_candidates"),
         )
     )
-    # Stale = candidates (demand_score >= minimum, kept in the totals) not updated since the cutoff of
-    # demand_stale_condition: only the recently updated candidates are counted here.
-    recent = Entity.objects.filter(demand_score__gte=minimum, updated_at__gte=demand_stale_cutoff(now=now, days=days))
+    candidates = sum(row["stale_candidates"] for row in per_type)
+    entities = sum(row["entities"] for row in per_type)
     with_demand = sum(row["with_demand"] for row in per_type)
     score_sum = sum(row["score_sum"] for row in per_type)
     top_types = sorted(
@@ -184,12 +209,17 @@ def demand_stats(*, now: datetime | None = None) -> dict:
         key=lambda item: (-item["count"], item["type"]),
     )
     return {
-        "total_entities": sum(row["entities"] for row in per_type),
+        "total_entities": entities,
         "total_queries": sum(row["queries"] for row in per_type),
         "entities_with_demand": with_demand,
         "avg_demand_score": round(score_sum / with_demand, 1) if with_demand else 0,
         "trending_entities": demand_trending_count(timeframe="7d", now=now),
-        "needs_update": sum(row["stale_candidates"] for row in per_type) - recent.count(),
+        "needs_update": candidates
+        - _recent_candidates_count(
+            minimum=minimum,
+            cutoff=demand_stale_cutoff(now=now, days=days),
+            most_are_candidates=2 * candidates > entities,
+        ),
         "top_entity_types": top_types,
     }
 
@@ -203,24 +233,24 @@ def demand_top(
     now: datetime | None = None,
 ) -> list[dict]:
     """Entities by demand_score desc, then query_count desc, then name, with their needs_update flag."""
-    entities = entity_list().filter(demand_score__gte=min_score)
+    # Filtered and ordered on the demand row (its copy of entity_type included), so the page is read
+    # from the demand table's indexes; only the page's entity rows are fetched.
+    entities = Entity.objects.filter(demand__demand_score__gte=min_score)
     if entity_type:
-        entities = entities.filter(entity_type=entity_type)
+        entities = entities.filter(demand__entity_type=entity_type)
     rows = (
-        entities.order_by("-demand_score", "-query_count", "name")
+        entities.order_by(*DEMAND_ORDER)
         .annotate(needs_update=ExpressionWrapper(demand_stale_condition(now=now), output_field=BooleanField()))
         .values(
             "id",
             "name",
             "entity_type",
-            "demand_score",
-            "query_count",
-            "last_queried_at",
-            "updated_at",
             "needs_update",
+            last_updated_at=F("updated_at"),
+            **_COUNTERS,
         )[offset : offset + limit]
     )
-    return [{**row, "last_updated_at": row.pop("updated_at")} for row in rows]
+    return list(rows)
 
 
 def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None) -> int:
@@ -269,8 +299,9 @@ def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | N
             FETCH FIRST %(limit)s ROWS WITH TIES
         )
         SELECT best.entity_id, best.cur, best.prev, best.score,
-               e.name, e.entity_type, e.demand_score, e.last_queried_at
+               e.name, e.entity_type, d.demand_score, d.last_queried_at
         FROM best JOIN entities_entity AS e ON e.id = best.entity_id
+        JOIN entities_entitydemand AS d ON d.entity_id = best.entity_id
         ORDER BY best.score DESC, best.cur DESC, e.name
         LIMIT %(limit)s
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
@@ -303,24 +334,15 @@ def demand_stale(
     """Stale entities by demand_score desc (then query_count desc, name), with their last refresh request."""
     now = now or timezone.now()
     stale = demand_stale_condition(now=now, min_demand_score=min_demand_score, days_since_update=days_since_update)
-    order = ("-demand_score", "-query_count", "name")
-    # The ids come from a covering index alone; only the page's rows are then read from the table.
-    page_ids = Entity.objects.filter(stale).order_by(*order).values("id")[:limit]
+    # One query: candidates come in demand order from the demand table's index (or, for a rare old
+    # cutoff, from the entity's updated_at index), and PostgreSQL looks up the latest refresh request
+    # only for the rows of the page (the subquery is evaluated after the sort and limit).
     latest_refresh = RefreshRequest.objects.filter(entity=OuterRef("pk")).order_by("-requested_at")
     rows = (
-        Entity.objects.filter(id__in=page_ids)
-        .order_by(*order)
+        Entity.objects.filter(stale)
+        .order_by(*DEMAND_ORDER)
         .annotate(refresh_requested_at=Subquery(latest_refresh.values("requested_at")[:1]))
-        .values(
-            "id",
-            "name",
-            "entity_type",
-            "demand_score",
-            "query_count",
-            "last_queried_at",
-            "updated_at",
-            "refresh_requested_at",
-        )
+        .values("id", "name", "entity_type", "updated_at", "refresh_requested_at", **_COUNTERS)[:limit]
     )
     return [
         {**row, "last_updated_at": row["updated_at"], "days_since_update": (now - row.pop("updated_at")).days}
@@ -367,20 +389,29 @@ def demand_entity(*, entity: Entity, now: datetime | None = None) -> dict:
     """An entity's demand: counters, query_frequency, needs_update and its windows (7d at the top level)."""
     now = now or timezone.now()
     windows = demand_windows(entity_id=entity.pk, now=now)
-    needs_update = Entity.objects.filter(demand_stale_condition(now=now), pk=entity.pk).exists()
+    # The counters as of now (not as of when `entity` was loaded), with the stale flag, in one query.
+    demand = (
+        Entity.objects.filter(pk=entity.pk)
+        .values(
+            first_queried_at=F("demand__first_queried_at"),
+            needs_update=ExpressionWrapper(demand_stale_condition(now=now), output_field=BooleanField()),
+            **_COUNTERS,
+        )
+        .get()
+    )
     week = windows["7d"]
     return {
         "id": entity.pk,
         "name": entity.name,
         "entity_type": entity.entity_type,
-        "demand_score": entity.demand_score,
-        "query_count": entity.query_count,
-        "first_queried_at": entity.first_queried_at,
-        "last_queried_at": entity.last_queried_at,
-        "query_frequency": demand_query_frequency(entity.query_count),
+        "demand_score": demand["demand_score"],
+        "query_count": demand["query_count"],
+        "first_queried_at": demand["first_queried_at"],
+        "last_queried_at": demand["last_queried_at"],
+        "query_frequency": demand_query_frequency(demand["query_count"]),
         "trending": week["trending"],
         "last_updated_at": entity.updated_at,
-        "needs_update": needs_update,
+        "needs_update": demand["needs_update"],
         "current_period_queries": week["current_period_queries"],
         "previous_period_queries": week["previous_period_queries"],
         "growth_rate": week["growth_rate"],
@@ -452,18 +483,21 @@ def demand_counters_audit(*, now: datetime | None = None, limit: int | None = No
     """Compare query_count and demand_score with the sum of each entity's buckets (one snapshot)."""
     audit_from = demand_audit_from(now=now)
     auditable = Q(first_queried_at__isnull=True) | Q(first_queried_at__gte=audit_from)
-    counts = Entity.objects.aggregate(checked=Count("pk", filter=auditable), skipped=Count("pk", filter=~auditable))
+    counts = EntityDemand.objects.aggregate(
+        checked=Count("pk", filter=auditable), skipped=Count("pk", filter=~auditable)
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT e.id, e.name, e.query_count, e.demand_score, coalesce(t.total, 0) AS bucket_total
-            FROM entities_entity AS e
+            SELECT d.entity_id, e.name, d.query_count, d.demand_score, coalesce(t.total, 0) AS bucket_total
+            FROM entities_entitydemand AS d
+            JOIN entities_entity AS e ON e.id = d.entity_id
             LEFT JOIN (
                 SELECT entity_id, sum(count) AS total FROM analytics_demandbucket GROUP BY entity_id
-            ) AS t ON t.entity_id = e.id
-            WHERE (e.first_queried_at IS NULL OR e.first_queried_at >= %s)
-              AND (e.query_count <> coalesce(t.total, 0) OR e.demand_score <> coalesce(t.total, 0))
-            ORDER BY abs(e.query_count - coalesce(t.total, 0)) DESC, e.id
+            ) AS t ON t.entity_id = d.entity_id
+            WHERE (d.first_queried_at IS NULL OR d.first_queried_at >= %s)
+              AND (d.query_count <> coalesce(t.total, 0) OR d.demand_score <> coalesce(t.total, 0))
+            ORDER BY abs(d.query_count - coalesce(t.total, 0)) DESC, d.entity_id
             LIMIT %s
             """,
             [audit_from, limit],

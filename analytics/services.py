@@ -162,7 +162,7 @@ def demand_windows_roll(*, now: datetime | None = None) -> datetime:
 
 
 def demand_totals_rebuild(*, stale_min_demand_score: int) -> None:
-    """Recompute DemandTotal from the entity table, counting stale candidates at this demand_score.
+    """Recompute DemandTotal from the demand table, counting stale candidates at this demand_score.
 
     Called when the setting differs from the one the totals were built with (and on first use). Holds the
     totals table exclusively: writers' triggers wait, then add their differences to the rebuilt totals.
@@ -181,7 +181,7 @@ def demand_totals_rebuild(*, stale_min_demand_score: int) -> None:
                 (entity_type, shard, entities, queries, with_demand, score_sum, stale_candidates)
             SELECT entity_type, 0, count(*), sum(query_count), count(*) FILTER (WHERE demand_score > 0),
                    sum(demand_score), count(*) FILTER (WHERE demand_score >= %s)
-            FROM entities_entity
+            FROM entities_entitydemand
             GROUP BY entity_type
             """,
             [stale_min_demand_score],
@@ -209,8 +209,8 @@ def demand_counters_rebuild(*, now: datetime | None = None) -> int:
     """Set query_count and demand_score to the bucket totals where they differ; return how many entities.
 
     Only entities the audit can judge (whole history still in the buckets) are rebuilt. Each chunk first
-    locks its entity rows in id order, as the worker does before it writes buckets, so no batch can
-    commit buckets for them between the sum and the update.
+    locks its demand rows in entity id order, as the worker does before it writes buckets, so no batch
+    can commit buckets for them between the sum and the update.
     """
     from analytics.selectors import demand_audit_from, demand_counters_audit
 
@@ -221,22 +221,25 @@ def demand_counters_rebuild(*, now: datetime | None = None) -> int:
         chunk = ids[start : start + DEMAND_REBUILD_CHUNK]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE", [chunk]
+                "SELECT entity_id FROM entities_entitydemand WHERE entity_id = ANY(%s::uuid[])"
+                " ORDER BY entity_id FOR NO KEY UPDATE",
+                [chunk],
             )
             cursor.execute(
                 """
-                UPDATE entities_entity AS e SET query_count = t.total, demand_score = t.total
+                UPDATE entities_entitydemand AS d SET query_count = t.total, demand_score = t.total
                 FROM (
                     SELECT ids.id, coalesce(sum(b.count), 0) AS total
                     FROM unnest(%s::uuid[]) AS ids(id)
                     LEFT JOIN analytics_demandbucket AS b ON b.entity_id = ids.id
                     GROUP BY ids.id
                 ) AS t
-                WHERE e.id = t.id
-                  AND (e.first_queried_at IS NULL OR e.first_queried_at >= %s)
-                  AND (e.query_count <> t.total OR e.demand_score <> t.total)
+                WHERE d.entity_id = t.id AND d.entity_id = ANY(%s::uuid[])
+                  AND (d.first_queried_at IS NULL OR d.first_queried_at >= %s)
+                  AND (d.query_count <> t.total OR d.demand_score <> t.total)
                 """,
-                [chunk, audit_from],
+                # The redundant ANY lets the planner look the rows up by primary key (as in the worker).
+                [chunk, chunk, audit_from],
             )
             fixed += cursor.rowcount
     return fixed
@@ -276,7 +279,7 @@ def stale_entities_refresh_request(
     runs a minute apart cannot both request an entity whose first request is still in the stream).
     """
     # Late imports: the publisher's module imports the worker's services, which import this module.
-    from analytics.selectors import demand_stale_condition
+    from analytics.selectors import DEMAND_ORDER, demand_stale_condition
     from entities.models import Entity
     from streams.events import MAX_ENTITY_IDS, UpdateRequest
     from streams.publisher import update_request_publish
@@ -285,7 +288,7 @@ def stale_entities_refresh_request(
     now = now or timezone.now()
     stale = Entity.objects.filter(
         demand_stale_condition(now=now, min_demand_score=min_demand_score, days_since_update=days_since_update)
-    ).order_by("-demand_score", "-query_count", "name")
+    ).order_by(*DEMAND_ORDER)
     recent = stale.filter(refresh_requests__requested_at__gte=now - timedelta(seconds=REFRESH_CLAIM_SECONDS))
     outcome = StaleRefreshOutcome(skipped_recent=recent.distinct().count())
     candidates = stale.exclude(pk__in=recent.values("pk")).values_list("pk", flat=True)

@@ -1,5 +1,8 @@
 """Django admin for the entity store. Demand fields are read-only: only the worker changes them.
 
+The demand counters live on the entity's demand row (EntityDemand): the list reads them through one
+join (list_select_related), the entity page through `entity.demand`.
+
 The list shows demand (with needs-update and 7-day trending filters) and publishes refresh/reindex
 UpdateRequests; an entity's page shows its last 30 days of demand as a chart and its refresh requests.
 Definitions come from analytics.selectors; nothing here re-derives them.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.contrib import admin, messages
 from django.db.models import BooleanField, ExpressionWrapper
@@ -23,10 +27,10 @@ from analytics.selectors import (
     demand_windows_sync,
 )
 from entities.models import Entity, RefreshRequest
+from entities.selectors import DEMAND_COUNTERS, HAS_DEMAND_ROW
 from streams.events import MAX_ENTITY_IDS, UpdateRequest
 from streams.publisher import update_request_publish
 
-DEMAND_FIELDS = ("demand_score", "query_count", "first_queried_at", "last_queried_at")
 CHART_DAYS = 30
 RECENT_REFRESH_REQUESTS = 20
 
@@ -91,9 +95,10 @@ class EntityAdmin(admin.ModelAdmin):
     )
     list_filter = ("entity_type", NeedsUpdateFilter, Trending7dFilter)
     search_fields = ("name",)
-    ordering = ("-demand_score", "-query_count", "name")
-    readonly_fields = ("id", "created_at", "updated_at", *DEMAND_FIELDS)
-    fields = ("id", "name", "entity_type", "data", "created_at", "updated_at", *DEMAND_FIELDS)
+    list_select_related = ("demand",)
+    ordering = ("-demand__demand_score", "-demand__query_count", "name")
+    readonly_fields = ("id", "created_at", "updated_at", *DEMAND_COUNTERS)
+    fields = ("id", "name", "entity_type", "data", "created_at", "updated_at", *DEMAND_COUNTERS)
     show_full_result_count = False
     list_per_page = 50
     actions = ("request_refresh", "request_reindex")
@@ -103,6 +108,7 @@ class EntityAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
+            .filter(HAS_DEMAND_ROW)
             .defer("search_vector")
             .annotate(
                 needs_update=ExpressionWrapper(demand_stale_condition(), output_field=BooleanField()),
@@ -115,6 +121,22 @@ class EntityAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         demand_windows_sync()  # trending reads the windows of the current hour
         return super().changelist_view(request, extra_context)
+
+    @admin.display(description="demand score", ordering="demand__demand_score")
+    def demand_score(self, entity: Entity) -> int:
+        return entity.demand.demand_score
+
+    @admin.display(description="query count", ordering="demand__query_count")
+    def query_count(self, entity: Entity) -> int:
+        return entity.demand.query_count
+
+    @admin.display(description="first queried at", ordering="demand__first_queried_at")
+    def first_queried_at(self, entity: Entity) -> datetime | None:
+        return entity.demand.first_queried_at
+
+    @admin.display(description="last queried at", ordering="demand__last_queried_at")
+    def last_queried_at(self, entity: Entity) -> datetime | None:
+        return entity.demand.last_queried_at
 
     @admin.display(boolean=True, description="needs update", ordering="needs_update")
     def needs_update(self, entity: Entity) -> bool:

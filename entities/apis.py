@@ -10,12 +10,17 @@ from rest_framework.filters import SearchFilter
 
 from entities.filters import EntityFilter, StrictOrderingFilter
 from entities.models import Entity
-from entities.selectors import entity_get, entity_list
+from entities.selectors import DEMAND_COUNTERS, entity_get, entity_list
 from mandate_wizard.openapi import ERROR_RESPONSES
 
 
 class EntityOutputSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="entity-detail")
+    # Flat, as before the counters moved to the entity's demand row.
+    demand_score = serializers.IntegerField(source="demand.demand_score", read_only=True)
+    query_count = serializers.IntegerField(source="demand.query_count", read_only=True)
+    first_queried_at = serializers.DateTimeField(source="demand.first_queried_at", read_only=True, allow_null=True)
+    last_queried_at = serializers.DateTimeField(source="demand.last_queried_at", read_only=True, allow_null=True)
     has_embedding = serializers.BooleanField(read_only=True, help_text="Whether the entity has a search vector.")
 
     class Meta:
@@ -59,6 +64,8 @@ class EntityViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = EntityFilter
     search_fields = ["name"]
     ordering_fields = ["demand_score", "query_count", "last_queried_at", "first_queried_at", "name", "updated_at"]
+    # The public ordering names of the counters, and where they are (StrictOrderingFilter translates).
+    ordering_sources = {name: f"demand__{name}" for name in DEMAND_COUNTERS}
     ordering = ["-demand_score", "-query_count", "name"]
     lookup_value_regex = "[^/]+"
 

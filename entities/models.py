@@ -39,13 +39,8 @@ class Entity(models.Model):
     entity_type = models.CharField(max_length=32, choices=EntityType.choices, db_index=False)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # When the record's *content* last changed. Demand counters never touch it (see services).
+    # When the record's *content* last changed. Demand counters (EntityDemand) never touch it.
     updated_at = models.DateTimeField(default=timezone.now)
-
-    demand_score = models.BigIntegerField(default=0)
-    query_count = models.BigIntegerField(default=0)
-    first_queried_at = models.DateTimeField(null=True, blank=True)
-    last_queried_at = models.DateTimeField(null=True, blank=True)
 
     search_vector = models.GeneratedField(
         expression=EntitySearchDocument("name", "data"),
@@ -55,29 +50,57 @@ class Entity(models.Model):
 
     class Meta:
         verbose_name_plural = "entities"
-        ordering = ["-demand_score", "-query_count", "name"]
+        ordering = ["-demand__demand_score", "-demand__query_count", "name"]
         constraints = [
             models.CheckConstraint(condition=~models.Q(name__regex=r"^\s*$"), name="entity_name_not_blank"),
             models.CheckConstraint(condition=models.Q(entity_type__in=EntityType.values), name="entity_type_known"),
-            models.CheckConstraint(condition=models.Q(demand_score__gte=0), name="entity_demand_score_gte_0"),
-            models.CheckConstraint(condition=models.Q(query_count__gte=0), name="entity_query_count_gte_0"),
         ]
         indexes = [
-            # Covering: top and stale answer from the index alone (demand order, then content age).
-            models.Index(
-                fields=["-demand_score", "-query_count", "name"],
-                include=["updated_at", "id"],
-                name="entity_demand_desc",
-            ),
-            models.Index(models.F("last_queried_at").desc(nulls_last=True), name="entity_last_queried_desc"),
             models.Index(fields=["entity_type"], name="entity_type_idx"),
-            models.Index(fields=["updated_at"], include=["demand_score"], name="entity_updated_at_idx"),
+            models.Index(fields=["updated_at"], name="entity_updated_at_idx"),
             GinIndex(fields=["name"], opclasses=["gin_trgm_ops"], name="entity_name_trgm"),
             GinIndex(fields=["search_vector"], name="entity_search_vector"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.entity_type})"
+
+
+class EntityDemand(models.Model):
+    """An entity's demand counters, in a narrow row of their own (`entity.demand`).
+
+    Not columns of Entity on purpose: the stream worker updates these all day, and on the wide, heavily
+    indexed entity row every such update rewrote the row and every index (see docs/analytics.md).
+    Every entity has exactly one: the database creates it when the entity is inserted.
+    """
+
+    entity = models.OneToOneField(Entity, on_delete=models.CASCADE, primary_key=True, related_name="demand")
+    # A copy of entity.entity_type, kept by the database, so per-type rankings and totals read this table alone.
+    entity_type = models.CharField(max_length=32, choices=EntityType.choices)
+    demand_score = models.BigIntegerField(default=0)
+    query_count = models.BigIntegerField(default=0)
+    first_queried_at = models.DateTimeField(null=True, blank=True)
+    last_queried_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(demand_score__gte=0), name="demand_score_gte_0"),
+            models.CheckConstraint(condition=models.Q(query_count__gte=0), name="demand_query_count_gte_0"),
+        ]
+        # Few on purpose: the worker's every counter update inserts into each of them. The entity id is
+        # included so a ranking reads ids in demand order from the index alone, then joins the page.
+        indexes = [
+            models.Index(fields=["-demand_score", "-query_count"], include=["entity"], name="demand_score_desc"),
+            models.Index(
+                fields=["entity_type", "-demand_score", "-query_count"],
+                include=["entity"],
+                name="demand_type_score_desc",
+            ),
+            models.Index(models.F("last_queried_at").desc(nulls_last=True), name="demand_last_queried_desc"),
+        ]
+
+    def __str__(self) -> str:
+        return f"demand of {self.entity_id}: {self.demand_score}"
 
 
 class EntityEmbedding(models.Model):

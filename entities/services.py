@@ -20,12 +20,16 @@ from entities.imports import EntityRow, RowError, entity_rows_read
 from entities.models import Entity, EntityEmbedding
 from mandate_wizard.iterables import batched
 
-# Content columns: a change to any of them moves updated_at; demand columns are never written here.
+# Content columns: a change to any of them moves updated_at. Demand counters are never written here: a
+# new entity's demand row comes from the database's insert trigger, and a type change is copied to it by
+# a row trigger. Rows go in id order, the order the worker locks demand rows in, so a batch of type
+# changes and a worker batch cannot deadlock over demand rows.
 _UPSERT_SQL = """
-    INSERT INTO entities_entity (id, name, entity_type, data, created_at, updated_at, demand_score, query_count)
-    SELECT r.id, r.name, r.entity_type, r.data, %(now)s, %(now)s, 0, 0
+    INSERT INTO entities_entity (id, name, entity_type, data, created_at, updated_at)
+    SELECT r.id, r.name, r.entity_type, r.data, %(now)s, %(now)s
     FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(types)s::text[], %(data)s::jsonb[])
          AS r(id, name, entity_type, data)
+    ORDER BY r.id
     ON CONFLICT (id) DO UPDATE SET
         name = EXCLUDED.name,
         entity_type = EXCLUDED.entity_type,

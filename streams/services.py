@@ -82,12 +82,13 @@ def _commit_durably(cursor) -> None:
 
 
 def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Lock the existing entities among `entity_ids` in id order; return the ids that exist."""
+    """Lock the demand rows of the existing entities among `entity_ids` in id order; return the ids that exist."""
     ids = sorted(set(map(str, entity_ids)))  # text order is uuid order
     if not ids:
         return set()
     cursor.execute(
-        "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+        "SELECT entity_id FROM entities_entitydemand WHERE entity_id = ANY(%s::uuid[])"
+        " ORDER BY entity_id FOR NO KEY UPDATE",
         [_text_array(ids)],
     )
     return {row[0] for row in cursor.fetchall()}
@@ -176,7 +177,8 @@ WITH named AS (
     SELECT * FROM unnest(%(event_ids)s::uuid[], %(entity_ids)s::uuid[], %(timestamps)s::timestamptz[])
         WITH ORDINALITY AS named(event_id, entity_id, at, position)
 ), known AS (
-    SELECT id FROM entities_entity WHERE id IN (SELECT entity_id FROM named) ORDER BY id FOR NO KEY UPDATE
+    SELECT entity_id AS id FROM entities_entitydemand WHERE entity_id IN (SELECT entity_id FROM named)
+    ORDER BY entity_id FOR NO KEY UPDATE
 ), batch AS (
     SELECT DISTINCT ON (event_id) event_id, entity_id, at
     FROM named WHERE entity_id IN (SELECT id FROM known)
@@ -191,12 +193,12 @@ WITH named AS (
 ), per_entity AS (
     SELECT entity_id, count(*) AS amount, min(at) AS first_at, max(at) AS last_at FROM counted GROUP BY entity_id
 ), counters AS (
-    UPDATE entities_entity AS entity SET
-        demand_score = entity.demand_score + per_entity.amount,
-        query_count = entity.query_count + per_entity.amount,
-        first_queried_at = LEAST(entity.first_queried_at, per_entity.first_at),
-        last_queried_at = GREATEST(entity.last_queried_at, per_entity.last_at)
-    FROM per_entity WHERE entity.id = per_entity.entity_id
+    UPDATE entities_entitydemand AS demand SET
+        demand_score = demand.demand_score + per_entity.amount,
+        query_count = demand.query_count + per_entity.amount,
+        first_queried_at = LEAST(demand.first_queried_at, per_entity.first_at),
+        last_queried_at = GREATEST(demand.last_queried_at, per_entity.last_at)
+    FROM per_entity WHERE demand.entity_id = per_entity.entity_id
 ), per_hour AS (
     SELECT entity_id, date_trunc('hour', at, 'UTC') AS hour, count(*) AS amount FROM counted GROUP BY 1, 2
 ), {demand_add_ctes(source="per_hour")}

@@ -15,7 +15,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
 from analytics.services import demand_buckets_add, hour_floor
-from entities.models import Entity
+from entities.models import EntityDemand
 from streams.models import OutboxEvent
 from tests.entities.factories import EntityFactory, UserFactory
 
@@ -46,7 +46,7 @@ def known_state(redis_client):
     for entity, hours in ((stale, {24 * 3: 4, 24 * 12: 5}), (rising, {2: 3, 26: 1})):
         demand_buckets_add(counts={(entity.pk, hour_floor(now - timedelta(hours=h))): n for h, n in hours.items()})
         total = sum(hours.values())
-        Entity.objects.filter(pk=entity.pk).update(
+        EntityDemand.objects.filter(entity=entity).update(
             demand_score=total,
             query_count=total,
             first_queried_at=now - timedelta(hours=max(hours)),

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from analytics.services import hour_floor
-from entities.models import Entity
+from entities.models import EntityDemand
 from tests.analytics.helpers import queries_add
 from tests.entities.factories import EntityFactory
 
@@ -151,7 +151,7 @@ def test_stale_shape(staff_client, entity):
 
 def test_entity_shape(staff_client, entity):
     queries_add(entity, hour_floor(timezone.now()) - timedelta(hours=2), 12)
-    Entity.objects.filter(pk=entity.pk).update(first_queried_at=timezone.now() - timedelta(hours=2))
+    EntityDemand.objects.filter(pk=entity.pk).update(first_queried_at=timezone.now() - timedelta(hours=2))
     body = staff_client.get(f"{BASE}entity/{entity.pk}/").json()["entity"]
     assert set(body) >= {
         "id",

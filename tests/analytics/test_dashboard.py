@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from analytics.selectors import demand_stats
 from analytics.services import demand_buckets_add, hour_floor
-from entities.models import Entity
+from entities.models import EntityDemand
 from streams.models import OutboxEvent
 from tests.entities.factories import EntityFactory
 
@@ -34,7 +34,9 @@ def demand_state():
     EntityFactory(name="Quiet Person")
     for entity, counts in ((rising, {1: 3, 30: 2}), (stale, {24 * 20: 6, 24 * 45: 2})):
         demand_buckets_add(counts={(entity.pk, hour_floor(now - timedelta(hours=h))): n for h, n in counts.items()})
-        Entity.objects.filter(pk=entity.pk).update(demand_score=sum(counts.values()), query_count=sum(counts.values()))
+        EntityDemand.objects.filter(pk=entity.pk).update(
+            demand_score=sum(counts.values()), query_count=sum(counts.values())
+        )
     return {"rising": rising, "stale": stale}
 
 

@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import F
 
 from analytics.models import DemandBucket, DemandWindow
@@ -22,7 +23,7 @@ from analytics.selectors import (
     demand_window_bounds,
     demand_windows,
 )
-from entities.models import Entity, EntityType, RefreshRequest
+from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
 from tests.analytics.helpers import H0, NOW, hours_ago, queries_add
 from tests.entities.factories import EntityFactory
 
@@ -170,15 +171,14 @@ def test_trending_ties_with_previous_counts():
 def test_query_frequency_boundaries(count, frequency):
     assert demand_query_frequency(count) == frequency
     entity = EntityFactory()
-    Entity.objects.filter(pk=entity.pk).update(query_count=F("query_count") + count)
-    entity.refresh_from_db()
+    EntityDemand.objects.filter(pk=entity.pk).update(query_count=F("query_count") + count)
     assert demand_entity(entity=entity, now=NOW)["query_frequency"] == frequency
 
 
 def test_stale_boundaries_exactly_30_days_and_exactly_score_5():
     def make(name, score, age):
         entity = EntityFactory(name=name, updated_at=NOW - age)
-        Entity.objects.filter(pk=entity.pk).update(demand_score=F("demand_score") + score)
+        EntityDemand.objects.filter(pk=entity.pk).update(demand_score=F("demand_score") + score)
         return entity
 
     day30 = timedelta(days=30)
@@ -200,7 +200,7 @@ def test_stale_boundaries_exactly_30_days_and_exactly_score_5():
 
 def test_stale_shows_the_latest_refresh_request():
     entity = EntityFactory(updated_at=NOW - timedelta(days=90))
-    Entity.objects.filter(pk=entity.pk).update(demand_score=F("demand_score") + 10)
+    EntityDemand.objects.filter(pk=entity.pk).update(demand_score=F("demand_score") + 10)
     for when in (NOW - timedelta(days=2), NOW - timedelta(hours=3), NOW - timedelta(days=9)):
         RefreshRequest.objects.create(entity=entity, event_id=uuid.uuid4(), source="test", requested_at=when)
     (row,) = demand_stale(now=NOW)
@@ -212,7 +212,7 @@ def test_top_orders_by_score_then_query_count_then_name_and_filters():
     specs += [("d", 20, 1, EntityType.PERSON), ("e", 0, 0, EntityType.PERSON)]
     for name, score, count, kind in specs:
         entity = EntityFactory(name=name, entity_type=kind)
-        Entity.objects.filter(pk=entity.pk).update(
+        EntityDemand.objects.filter(pk=entity.pk).update(
             demand_score=F("demand_score") + score, query_count=F("query_count") + count
         )
     assert [row["name"] for row in demand_top(now=NOW)] == ["d", "c", "a", "b", "e"]
@@ -250,8 +250,7 @@ def test_entity_demand_shows_counters_and_7d_windows():
     queries_add(entity, hours_ago(2), 6)
     queries_add(entity, hours_ago(170), 2)
     first = NOW - timedelta(days=7, hours=3)
-    Entity.objects.filter(pk=entity.pk).update(first_queried_at=first, last_queried_at=NOW)
-    entity.refresh_from_db()
+    EntityDemand.objects.filter(pk=entity.pk).update(first_queried_at=first, last_queried_at=NOW)
     data = demand_entity(entity=entity, now=NOW)
     assert data["first_queried_at"] == first
     assert (data["current_period_queries"], data["previous_period_queries"]) == (6, 2)
@@ -382,7 +381,14 @@ def test_the_orm_trending_condition_agrees_with_demand_trending():
 
 def test_stats_totals_follow_inserts_updates_type_changes_and_deletes(settings):
     def expected_stats():
-        rows = list(Entity.objects.values("entity_type", "demand_score", "query_count", "updated_at"))
+        rows = list(
+            Entity.objects.values(
+                "entity_type",
+                "updated_at",
+                demand_score=F("demand__demand_score"),
+                query_count=F("demand__query_count"),
+            )
+        )
         with_demand = [row for row in rows if row["demand_score"] > 0]
         cutoff = NOW - timedelta(days=settings.STALE_DAYS_SINCE_UPDATE)
         return (
@@ -398,7 +404,7 @@ def test_stats_totals_follow_inserts_updates_type_changes_and_deletes(settings):
 
     entities = EntityFactory.create_batch(5, updated_at=NOW - timedelta(days=40))
     assert actual_stats() == expected_stats() == (5, 0, 0, 0)
-    Entity.objects.filter(pk__in=[e.pk for e in entities[:3]]).update(
+    EntityDemand.objects.filter(pk__in=[e.pk for e in entities[:3]]).update(
         demand_score=F("demand_score") + 7, query_count=F("query_count") + 7
     )
     queries_add(entities[3], H0, 2)
@@ -413,3 +419,76 @@ def test_stats_totals_follow_inserts_updates_type_changes_and_deletes(settings):
     }
     settings.STALE_MIN_DEMAND_SCORE = 2  # the totals are rebuilt for the new threshold
     assert actual_stats() == expected_stats() == (5, 16, 3, 2)
+
+
+def test_totals_and_per_type_top_follow_every_insert_path_type_changes_and_deletes():
+    """Per-type numbers read the demand row's copy of entity_type: every way an entity appears, changes
+    type or goes away must reach it (and the totals the triggers keep)."""
+    created = EntityFactory(name="Created", entity_type=EntityType.FORMAT)
+    bulk = Entity.objects.bulk_create(
+        [Entity(name=f"Bulk {n}", entity_type=EntityType.FORMAT, data={}) for n in range(2)]
+    )
+    raw_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO entities_entity (id, name, entity_type, data, created_at, updated_at)"
+            " VALUES (%s, 'Raw', 'platform', '{}', now(), now())",
+            [raw_id],
+        )
+    for entity_id, score in ((created.pk, 6), (bulk[0].pk, 2), (bulk[1].pk, 4), (raw_id, 5)):
+        EntityDemand.objects.filter(pk=entity_id).update(demand_score=score, query_count=score)
+
+    def per_type():
+        return {row["type"]: (row["count"], row["avg_score"]) for row in demand_stats(now=NOW)["top_entity_types"]}
+
+    def top_names(entity_type):
+        return [row["name"] for row in demand_top(entity_type=entity_type, now=NOW)]
+
+    assert demand_stats(now=NOW)["total_entities"] == 4
+    assert per_type() == {"format": (3, 4.0), "platform": (1, 5.0)}
+    assert (top_names("format"), top_names("platform")) == (["Created", "Bulk 1", "Bulk 0"], ["Raw"])
+
+    created.entity_type = EntityType.GENRE  # through the ORM's save()
+    created.save()
+    with connection.cursor() as cursor:  # and through raw SQL
+        cursor.execute("UPDATE entities_entity SET entity_type = 'format' WHERE id = %s", [raw_id])
+    assert per_type() == {"format": (3, 3.7), "genre": (1, 6.0)}
+    assert (top_names("format"), top_names("genre"), top_names("platform")) == (
+        ["Raw", "Bulk 1", "Bulk 0"],
+        ["Created"],
+        [],
+    )
+
+    Entity.objects.filter(pk__in=[bulk[1].pk, created.pk]).delete()
+    stats = demand_stats(now=NOW)
+    assert (stats["total_entities"], stats["total_queries"], stats["entities_with_demand"]) == (2, 7, 2)
+    assert per_type() == {"format": (2, 3.5)}
+    assert top_names("format") == ["Raw", "Bulk 0"]
+
+
+def test_stats_needs_update_whether_few_or_most_entities_are_candidates():
+    """stats counts the recently updated candidates from the smaller side of the demand rows: the
+    candidates when they are few, the others when most entities are candidates. Both give the
+    definition's count."""
+    old, recent = NOW - timedelta(days=45), NOW - timedelta(days=3)
+    specs = [("old-9", old, 9), ("recent-9", recent, 9), ("recent-6", recent, 6), ("recent-1", recent, 1)]
+    specs += [("old-0", old, 0), ("old-2", old, 2), ("old-4", old, 4)]
+    entities = {}
+    for name, updated_at, score in specs:
+        entities[name] = EntityFactory(name=name, updated_at=updated_at)
+        EntityDemand.objects.filter(pk=entities[name].pk).update(demand_score=score, query_count=score)
+
+    def stale_names():
+        return {row["name"] for row in demand_stale(limit=100, now=NOW)}
+
+    # 3 candidates of 7 entities (few): only old-9 is stale.
+    assert stale_names() == {"old-9"}
+    assert demand_stats(now=NOW)["needs_update"] == 1
+    # 6 of 7 are candidates (most): old-0, old-2 and old-4 join old-9; recent-1 stays below the score.
+    EntityDemand.objects.filter(pk__in=[entities[n].pk for n in ("old-0", "old-2", "old-4")]).update(demand_score=5)
+    EntityDemand.objects.filter(pk=entities["recent-1"].pk).update(demand_score=1)
+    assert stale_names() == {"old-9", "old-0", "old-2", "old-4"}
+    assert demand_stats(now=NOW)["needs_update"] == 4
+    # Every entity a candidate; a recent one is not stale.
+    EntityDemand.objects.filter(pk=entities["recent-1"].pk).update(demand_score=50)
+    assert demand_stats(now=NOW)["needs_update"] == 4

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from analytics.models import DemandBucket
 from analytics.services import demand_buckets_add, hour_floor, refresh_claim_key
-from entities.models import Entity, RefreshRequest
+from entities.models import Entity, EntityDemand, RefreshRequest
 from streams.events import QuerySignal
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.worker import StreamWorker
@@ -118,16 +118,14 @@ def test_replay_dead_letters_dry_run_then_by_reason(redis_client, worker):
     )
     assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 1
     worker_drain(worker)
-    entity.refresh_from_db()
-    assert entity.query_count == 2
+    assert EntityDemand.objects.get(pk=entity.pk).query_count == 2
 
     # The remaining one is a copy of an event that was counted meanwhile: removed, not counted again.
     redis_client.xadd(settings.STREAM_QUERY_SIGNALS, signals[2].to_fields())
     worker_drain(worker)
     assert run("replay_dead_letters") == "Dead letters: replayed 0; removed 1 already counted.\n"
     worker_drain(worker)
-    entity.refresh_from_db()
-    assert entity.query_count == 3
+    assert EntityDemand.objects.get(pk=entity.pk).query_count == 3
     assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 0
 
 
@@ -150,7 +148,7 @@ def stale_state(redis_client):
         "e": EntityFactory(name="e", updated_at=old),
     }
     for key, score in {"a": 10, "b": 4, "c": 10, "d": 20, "e": 6}.items():
-        Entity.objects.filter(pk=entities[key].pk).update(demand_score=score, query_count=score)
+        EntityDemand.objects.filter(pk=entities[key].pk).update(demand_score=score, query_count=score)
     RefreshRequest.objects.create(
         entity=entities["d"], event_id=uuid.uuid4(), requested_at=timezone.now() - timedelta(hours=2)
     )
@@ -219,7 +217,7 @@ def _demand_state() -> dict[str, Entity]:
     demand_buckets_add(counts={(entities["x"].pk, hours[0]): 3, (entities["x"].pk, hours[2]): 2})
     demand_buckets_add(counts={(entities["y"].pk, hours[1]): 4})
     for key, total, first in (("x", 5, hours[2]), ("y", 4, hours[1])):
-        Entity.objects.filter(pk=entities[key].pk).update(
+        EntityDemand.objects.filter(pk=entities[key].pk).update(
             query_count=total, demand_score=total, first_queried_at=first, last_queried_at=now
         )
     return entities
@@ -238,8 +236,8 @@ def test_recompute_demand_finds_and_repairs_drift():
     entities = _demand_state()
     x = entities["x"]
     updated_at = Entity.objects.get(pk=x.pk).updated_at
-    Entity.objects.filter(pk=x.pk).update(query_count=F("query_count") + 3)
-    Entity.objects.filter(pk=entities["never"].pk).update(demand_score=1)
+    EntityDemand.objects.filter(pk=x.pk).update(query_count=F("query_count") + 3)
+    EntityDemand.objects.filter(pk=entities["never"].pk).update(demand_score=1)
 
     out = StringIO()
     with pytest.raises(SystemExit) as exited:
@@ -253,9 +251,9 @@ def test_recompute_demand_finds_and_repairs_drift():
     rebuild = run("recompute_demand").splitlines()
     assert rebuild[-1].startswith("Demand rebuild: 2 entities corrected from their buckets")
     assert len(rebuild) == 3  # the two entities it corrects, then the summary
-    x.refresh_from_db()
-    assert (x.query_count, x.demand_score) == (5, 5)
-    assert x.updated_at == updated_at  # demand never touches content time
+    demand = EntityDemand.objects.get(pk=x.pk)
+    assert (demand.query_count, demand.demand_score) == (5, 5)
+    assert Entity.objects.get(pk=x.pk).updated_at == updated_at  # demand never touches content time
     assert run("recompute_demand", "--check").startswith("Demand audit: 0 entities differ")
 
 
@@ -264,11 +262,11 @@ def test_recompute_demand_skips_entities_whose_buckets_were_pruned(settings):
     long_ago = timezone.now() - timedelta(days=200)
     # 7 events 200 days ago (their buckets pruned) and 2 recent ones still in the buckets.
     demand_buckets_add(counts={(old.pk, hour_floor(timezone.now())): 2})
-    Entity.objects.filter(pk=old.pk).update(query_count=9, demand_score=9, first_queried_at=long_ago)
+    EntityDemand.objects.filter(pk=old.pk).update(query_count=9, demand_score=9, first_queried_at=long_ago)
     output = run("recompute_demand", "--check")
     assert output.startswith("Demand audit: 0 entities differ from their buckets; 0 entities checked, 1 skipped")
     assert run("recompute_demand").startswith("Demand rebuild: 0 entities corrected")
-    assert Entity.objects.get(pk=old.pk).query_count == 9
+    assert EntityDemand.objects.get(pk=old.pk).query_count == 9
 
 
 # -- prune_demand_data -------------------------------------------------------------------------------------

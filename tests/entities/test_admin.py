@@ -12,7 +12,7 @@ from django.contrib.messages import get_messages
 from django.utils import timezone
 
 from analytics.services import demand_buckets_add, hour_floor
-from entities.models import Entity, RefreshRequest
+from entities.models import Entity, EntityDemand, RefreshRequest
 from streams.models import OutboxEvent
 from streams.publisher import redis_circuit
 from tests.entities.factories import EntityFactory
@@ -37,7 +37,7 @@ def _demand(entity: Entity, hours_ago_counts: dict[int, int]) -> None:
         counts={(entity.pk, hour_floor(now - timedelta(hours=h))): n for h, n in hours_ago_counts.items()}
     )
     total = sum(hours_ago_counts.values())
-    Entity.objects.filter(pk=entity.pk).update(
+    EntityDemand.objects.filter(entity=entity).update(
         demand_score=total,
         query_count=total,
         first_queried_at=now - timedelta(hours=max(hours_ago_counts)),
@@ -164,16 +164,17 @@ def test_refresh_requests_link_filters_by_entity(admin_client, demand_state):
 
 def test_editing_content_still_moves_updated_at_but_not_demand(admin_client, demand_state):
     entity = demand_state["rising"]
-    before = Entity.objects.get(pk=entity.pk)
+    before = Entity.objects.select_related("demand").get(pk=entity.pk)
     response = admin_client.post(
         f"{CHANGELIST}{entity.pk}/change/",
         {"name": "Rising Star II", "entity_type": "person", "data": json.dumps(before.data)},
     )
     assert response.status_code == 302
-    after = Entity.objects.get(pk=entity.pk)
+    after = Entity.objects.select_related("demand").get(pk=entity.pk)
     assert after.name == "Rising Star II"
     assert after.updated_at > before.updated_at
-    assert (after.demand_score, after.query_count) == (before.demand_score, before.query_count)
+    assert (before.demand.demand_score, before.demand.query_count) == (5, 5)
+    assert (after.demand.demand_score, after.demand.query_count) == (5, 5)
 
 
 def test_changelist_searches_by_name(admin_client, demand_state):

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from entities.answers import NOTHING_FOUND
-from entities.models import Entity
+from entities.models import EntityDemand
 from streams.events import QuerySignal, event_parse
 from streams.models import OutboxEvent
 from streams.publisher import redis_circuit
@@ -226,7 +226,11 @@ def test_redis_down_answer_still_200_signals_outboxed_then_relayed_and_counted_o
     assert query_signals_apply(signals=signals).applied == len(returned)
     # Delivered again (a worker crash before XACK): the inbox makes it a no-op.
     assert query_signals_apply(signals=signals).applied == 0
-    counts = dict(Entity.objects.filter(id__in=[uuid.UUID(i) for i in returned]).values_list("id", "query_count"))
+    counts = dict(
+        EntityDemand.objects.filter(entity_id__in=[uuid.UUID(i) for i in returned]).values_list(
+            "entity_id", "query_count"
+        )
+    )
     assert set(counts.values()) == {1}
 
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.db.models import F
 
-from entities.models import Entity, EntityType
+from entities.models import EntityDemand, EntityType
 from tests.entities.factories import EntityFactory
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +20,7 @@ def catalogue():
     people = [EntityFactory(name=f"Person {i}", entity_type=EntityType.PERSON) for i in range(3)]
     platform = EntityFactory(name="Streamly", entity_type=EntityType.PLATFORM)
     for entity, score in zip([*people, platform], [5, 9, 1, 7], strict=True):
-        Entity.objects.filter(pk=entity.pk).update(demand_score=F("demand_score") + score, query_count=score)
+        EntityDemand.objects.filter(entity=entity).update(demand_score=F("demand_score") + score, query_count=score)
     return {"people": people, "platform": platform}
 
 

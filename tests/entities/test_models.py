@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
-from entities.models import Entity, EntityEmbedding, EntityType
+from entities.models import Entity, EntityDemand, EntityEmbedding, EntityType
 from tests.entities.factories import EntityFactory
 
 pytestmark = pytest.mark.django_db
@@ -36,24 +36,27 @@ def test_unknown_entity_type_fails_model_validation_naming_the_allowed_values():
 def test_negative_counters_are_rejected_by_the_database(field):
     entity = EntityFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
-        Entity.objects.filter(pk=entity.pk).update(**{field: -1})
+        EntityDemand.objects.filter(entity=entity).update(**{field: -1})
 
 
 def test_defaults():
     entity = Entity.objects.create(name="New Person", entity_type=EntityType.PERSON)
     entity.refresh_from_db()
     assert entity.data == {}
-    assert (entity.demand_score, entity.query_count) == (0, 0)
-    assert entity.first_queried_at is None and entity.last_queried_at is None
+    demand = entity.demand
+    assert (demand.entity_type, demand.demand_score, demand.query_count) == (EntityType.PERSON, 0, 0)
+    assert demand.first_queried_at is None and demand.last_queried_at is None
     assert not EntityEmbedding.objects.filter(entity=entity).exists()
 
 
 def test_counter_updates_never_move_updated_at():
     entity = EntityFactory()
     before = Entity.objects.get(pk=entity.pk).updated_at
-    Entity.objects.filter(pk=entity.pk).update(demand_score=F("demand_score") + 3, query_count=F("query_count") + 3)
-    after = Entity.objects.get(pk=entity.pk)
-    assert after.demand_score == 3
+    EntityDemand.objects.filter(entity=entity).update(
+        demand_score=F("demand_score") + 3, query_count=F("query_count") + 3
+    )
+    after = Entity.objects.select_related("demand").get(pk=entity.pk)
+    assert after.demand.demand_score == 3
     assert after.updated_at == before
 
 

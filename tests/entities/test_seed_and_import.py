@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.db.models import F
 
 from entities.demo import demo_entities
-from entities.models import EMBEDDING_DIMENSIONS, Entity
+from entities.models import EMBEDDING_DIMENSIONS, Entity, EntityDemand
 
 pytestmark = pytest.mark.django_db
 
@@ -44,11 +44,11 @@ def test_seed_demo_creates_the_requested_count_embedded_and_is_idempotent():
     assert Entity.objects.count() == 300
     assert not Entity.objects.filter(embedding__isnull=True).exists()
     mansolillo = Entity.objects.get(name="Chris Mansolillo")
-    Entity.objects.filter(pk=mansolillo.pk).update(demand_score=F("demand_score") + 4)
+    EntityDemand.objects.filter(entity=mansolillo).update(demand_score=F("demand_score") + 4)
 
     call_command("seed_demo", entities=300, seed=3, verbosity=0, stdout=out)
     assert Entity.objects.count() == 300
-    assert Entity.objects.get(pk=mansolillo.pk).demand_score == 4  # existing records are kept as they are
+    assert EntityDemand.objects.get(entity=mansolillo).demand_score == 4  # existing records are kept as they are
     assert "0 created, 300 already present" in out.getvalue()
 
 
@@ -101,13 +101,13 @@ def test_import_upserts_by_id_and_moves_updated_at_only_when_content_changes(tmp
     call_command("import_entities", str(path), verbosity=0)  # same content: untouched
     assert Entity.objects.get(pk=entity_id).updated_at == first.updated_at
 
-    Entity.objects.filter(pk=entity_id).update(demand_score=F("demand_score") + 6)
+    EntityDemand.objects.filter(entity_id=entity_id).update(demand_score=F("demand_score") + 6)
     _write_jsonl(path, [{**row, "data": {"title": "EVP Drama"}}])
     call_command("import_entities", str(path), verbosity=0)
     changed = Entity.objects.get(pk=entity_id)
     assert changed.data == {"title": "EVP Drama"}
     assert changed.updated_at > first.updated_at
-    assert changed.demand_score == 6  # demand survives a content import
+    assert changed.demand.demand_score == 6  # demand survives a content import
     assert Entity.objects.count() == 1
 
 

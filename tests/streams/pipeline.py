@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db.models import Sum
 
 from analytics.models import DemandBucket
-from entities.models import Entity, EntityType
+from entities.models import Entity, EntityDemand, EntityType
 from mandate_wizard.databases import database_url
 from streams.events import QuerySignal
 from streams.models import ProcessedEvent
@@ -67,7 +67,7 @@ def counts_expected(signals: Sequence[QuerySignal]) -> dict[uuid.UUID, int]:
 
 
 def counts_actual() -> dict[uuid.UUID, int]:
-    return dict(Entity.objects.filter(query_count__gt=0).values_list("id", "query_count"))
+    return dict(EntityDemand.objects.filter(query_count__gt=0).values_list("entity_id", "query_count"))
 
 
 def totals_assert(signals: Sequence[QuerySignal]) -> None:
@@ -75,7 +75,7 @@ def totals_assert(signals: Sequence[QuerySignal]) -> None:
     expected = counts_expected(signals)
     assert counts_actual() == expected
     distinct = sum(expected.values())
-    assert Entity.objects.aggregate(total=Sum("demand_score"))["total"] == distinct
+    assert EntityDemand.objects.aggregate(total=Sum("demand_score"))["total"] == distinct
     assert DemandBucket.objects.aggregate(total=Sum("count"))["total"] == distinct
     assert ProcessedEvent.objects.count() == distinct
 

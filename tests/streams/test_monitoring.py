@@ -261,8 +261,8 @@ def test_replay_counts_each_event_once(staff_client, redis_client, worker):
     counted = QuerySignal.new(entity_id=entity.id, entity_type=entity.entity_type, query="a")
     redis_client.xadd(settings.STREAM_QUERY_SIGNALS, counted.to_fields())
     worker_drain(worker)
-    entity.refresh_from_db()
-    assert entity.query_count == 1
+    entity.demand.refresh_from_db()
+    assert entity.demand.query_count == 1
 
     # A second copy of the counted event and a never-counted event both sit in the dead-letter stream.
     fresh = QuerySignal.new(entity_id=entity.id, entity_type=entity.entity_type, query="b")
@@ -276,9 +276,9 @@ def test_replay_counts_each_event_once(staff_client, redis_client, worker):
     assert replayed_fields == fresh.to_fields()  # original fields, same event id
 
     worker_drain(worker)
-    entity.refresh_from_db()
-    assert entity.query_count == 2
-    assert entity.demand_score == 2
+    entity.demand.refresh_from_db()
+    assert entity.demand.query_count == 2
+    assert entity.demand.demand_score == 2
 
     # Replaying the same dead letter again (by id) finds nothing: nothing is counted twice.
     again = staff_client.post(REPLAY, {"ids": [fresh_id]}, format="json").json()
@@ -293,8 +293,8 @@ def test_replay_of_chosen_ids_leaves_the_others(staff_client, redis_client, work
     assert response["replayed"] == 2
     assert [entry_id for entry_id, _ in redis_client.xrange(settings.STREAM_DEAD_LETTER)] == [dead_ids[2]]
     worker_drain(worker)
-    entity.refresh_from_db()
-    assert entity.query_count == 2
+    entity.demand.refresh_from_db()
+    assert entity.demand.query_count == 2
 
 
 def test_replay_filters_by_reason_and_skips_unknown_sources(staff_client, redis_client):

@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from analytics.models import DemandBucket
-from entities.models import Entity, EntityEmbedding, RefreshRequest
+from entities.models import Entity, EntityDemand, EntityEmbedding, RefreshRequest
 from mandate_wizard.devservers import EmbeddedRedis
 from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import ProcessedEvent
@@ -56,10 +56,10 @@ def test_entries_written_with_raw_xadd_in_the_documented_format_are_counted(db, 
     worker.groups_ensure()
     worker_drain(worker)
 
-    entity.refresh_from_db()
-    assert entity.query_count == entity.demand_score == 3
-    assert entity.first_queried_at == datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-    assert entity.last_queried_at == datetime(2026, 11, 29, 11, 59, 59, 500000, tzinfo=UTC)
+    demand = EntityDemand.objects.get(entity=entity)
+    assert demand.query_count == demand.demand_score == 3
+    assert demand.first_queried_at == datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    assert demand.last_queried_at == datetime(2026, 11, 29, 11, 59, 59, 500000, tzinfo=UTC)
     assert dict(DemandBucket.objects.values_list("hour", "count")) == {
         datetime(2026, 11, 29, 10, tzinfo=UTC): 2,
         datetime(2026, 11, 29, 11, tzinfo=UTC): 1,
@@ -149,8 +149,7 @@ def test_malformed_entries_are_dead_lettered_with_a_reason_while_batch_mates_cou
     # A second pass (as after a crash) must not dead-letter anything again.
     worker_drain(worker)
 
-    entity.refresh_from_db()
-    assert entity.query_count == 5
+    assert EntityDemand.objects.get(entity=entity).query_count == 5
     assert RefreshRequest.objects.filter(entity=entity).count() == 1
     letters = dead_letters(redis_client)
     assert len(letters) == len(ids) == worker.stats.dead_lettered
@@ -185,9 +184,9 @@ def test_demand_counting_never_moves_updated_at_and_handles_late_events(db, redi
 
     entity.refresh_from_db()
     assert entity.updated_at == updated_at
-    assert entity.query_count == 5
-    assert entity.first_queried_at == noon - timedelta(days=3)
-    assert entity.last_queried_at == noon + timedelta(days=2)
+    assert entity.demand.query_count == 5
+    assert entity.demand.first_queried_at == noon - timedelta(days=3)
+    assert entity.demand.last_queried_at == noon + timedelta(days=2)
     assert DemandBucket.objects.get(entity=entity, hour=noon).count == 2
 
 
@@ -319,10 +318,10 @@ def test_an_entry_the_database_rejects_is_isolated_and_dead_lettered_while_the_r
             f"""
             CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF NEW.id = '{poisoned.id}' THEN RAISE EXCEPTION 'entity % is poisoned', NEW.id; END IF;
+                IF NEW.entity_id = '{poisoned.id}' THEN RAISE EXCEPTION 'entity % is poisoned', NEW.entity_id; END IF;
                 RETURN NEW;
             END $$;
-            CREATE TRIGGER test_poison BEFORE UPDATE ON entities_entity
+            CREATE TRIGGER test_poison BEFORE UPDATE ON entities_entitydemand
                 FOR EACH ROW EXECUTE FUNCTION test_poison();
             """
         )
@@ -331,7 +330,7 @@ def test_an_entry_the_database_rejects_is_isolated_and_dead_lettered_while_the_r
         worker_drain(worker)
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER test_poison ON entities_entity; DROP FUNCTION test_poison();")
+            cursor.execute("DROP TRIGGER test_poison ON entities_entitydemand; DROP FUNCTION test_poison();")
 
     totals_assert(good)
     letters = dead_letters(redis_client)

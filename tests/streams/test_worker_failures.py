@@ -139,8 +139,8 @@ def test_postgres_stopped_and_restarted_while_the_worker_runs(redis_client, priv
     entity_ids = [uuid.uuid4() for _ in range(20)]
     with psycopg.connect(server.url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO entities_entity (id, name, entity_type, data, created_at, updated_at, demand_score,"
-            " query_count) SELECT id, 'Outage ' || id, 'person', '{}', now(), now(), 0, 0 FROM unnest(%s::uuid[]) id",
+            "INSERT INTO entities_entity (id, name, entity_type, data, created_at, updated_at)"
+            " SELECT id, 'Outage ' || id, 'person', '{}', now(), now() FROM unnest(%s::uuid[]) id",
             [entity_ids],
         )
 
@@ -174,7 +174,9 @@ def test_postgres_stopped_and_restarted_while_the_worker_runs(redis_client, priv
     )
 
     with psycopg.connect(server.url) as conn:
-        actual = dict(conn.execute("SELECT id, query_count FROM entities_entity WHERE query_count > 0").fetchall())
+        actual = dict(
+            conn.execute("SELECT entity_id, query_count FROM entities_entitydemand WHERE query_count > 0").fetchall()
+        )
         buckets = conn.execute("SELECT sum(count) FROM analytics_demandbucket").fetchone()[0]
     assert actual == counts_expected(first + second)
     assert buckets == 8000

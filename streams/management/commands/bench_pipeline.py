@@ -25,7 +25,7 @@ from django.db.models import F, Sum
 
 from analytics.models import DemandBucket
 from analytics.services import demand_windows_roll
-from entities.models import Entity
+from entities.models import Entity, EntityDemand
 from entities.services import demo_entities_seed
 from mandate_wizard.databases import throwaway_database
 from streams.events import QuerySignal, event_parse
@@ -219,12 +219,12 @@ class Command(BaseCommand):
                 process.wait(timeout=30)
 
     def _totals_check(self, *, expected: Counter, count: int) -> None:
-        counts = dict(Entity.objects.filter(query_count__gt=0).values_list("id", "query_count"))
+        counts = dict(EntityDemand.objects.filter(query_count__gt=0).values_list("entity_id", "query_count"))
         if counts != dict(expected):
             ids = expected.keys() | counts.keys()
             wrong = sum(1 for entity_id in ids if counts.get(entity_id) != expected[entity_id])
             raise CommandError(f"query_count differs from the workload for {wrong} entities")
-        if Entity.objects.exclude(demand_score=F("query_count")).exists():
+        if EntityDemand.objects.exclude(demand_score=F("query_count")).exists():
             raise CommandError("demand_score differs from query_count")
         buckets = DemandBucket.objects.aggregate(total=Sum("count"))["total"]
         inbox = ProcessedEvent.objects.count()
@@ -247,7 +247,7 @@ class Command(BaseCommand):
             for _stream, messages in client.xreadgroup(group, "baseline", {stream: ">"}, count=10, block=1000):
                 for entry_id, fields in messages:
                     signal = event_parse(settings.STREAM_QUERY_SIGNALS, fields)
-                    Entity.objects.filter(id=signal.entity_id).update(
+                    EntityDemand.objects.filter(entity_id=signal.entity_id).update(
                         demand_score=F("demand_score") + 1,
                         query_count=F("query_count") + 1,
                         last_queried_at=signal.timestamp,
