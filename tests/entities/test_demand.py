@@ -8,10 +8,11 @@ from collections import defaultdict
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
-from analytics.models import DemandTotal
+from analytics.models import DemandBucket, DemandTotal
 from analytics.selectors import demand_stats
-from analytics.services import demand_totals_rebuild
+from analytics.services import demand_buckets_add, demand_totals_rebuild, hour_floor
 from entities.imports import EntityRow
 from entities.models import Entity, EntityDemand, EntityType
 from entities.services import entities_upsert
@@ -113,6 +114,16 @@ def test_deleting_entities_deletes_their_demand_rows():
     deleted_one.delete()
     Entity.objects.filter(pk__in=[entity.pk for entity in deleted_many]).delete()
     assert _demand_types() == {kept.pk: EntityType.PERSON}
+
+
+def test_deleting_entities_deletes_their_demand_buckets():
+    """Buckets reference entities without a database constraint (see DemandBucket); Django cascades."""
+    kept, deleted_one, *deleted_many = (EntityFactory() for _ in range(4))
+    hour = hour_floor(timezone.now())
+    demand_buckets_add(counts={(entity.pk, hour): 2 for entity in (kept, deleted_one, *deleted_many)})
+    deleted_one.delete()
+    Entity.objects.filter(pk__in=[entity.pk for entity in deleted_many]).delete()
+    assert list(DemandBucket.objects.values_list("entity_id", "hour", "count")) == [(kept.pk, hour, 2)]
 
 
 def test_a_raw_delete_of_an_entity_that_still_has_its_demand_row_is_refused():
