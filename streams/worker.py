@@ -50,6 +50,9 @@ MAX_BACKOFF = 5.0
 # While the main thread waits on PostgreSQL, the read-ahead thread parses the next batch. With Python's
 # default 5 ms switch interval every database reply then waited up to 5 ms for the GIL (measured: -10 %).
 GIL_SWITCH_INTERVAL = 0.0005
+# Entries per read. Per-batch costs (the commit, the counters of popular entities) shrink per event as
+# batches grow: measured 23,600 events/s at 2,000, 34,000 at 5,000 and 35,000 at 10,000.
+DEFAULT_BATCH_SIZE = 5000
 
 DB_TRANSIENT = (OperationalError, InterfaceError)
 
@@ -154,7 +157,7 @@ class StreamWorker:
         *,
         consumer: str | None = None,
         streams: Sequence[str] | None = None,
-        batch_size: int = 1000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         block_ms: int = 1000,
         max_deliveries: int = 5,
         claim_idle_ms: int = 60_000,

@@ -32,6 +32,7 @@ from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
 from streams.publisher import query_signals_publish, redis_circuit
 from streams.redis import redis_client
+from streams.worker import DEFAULT_BATCH_SIZE
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 ZIPF_EXPONENT = 1.1
@@ -51,7 +52,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--events", type=int, default=200_000)
         parser.add_argument("--entities", type=int, default=6408)
-        parser.add_argument("--batch-size", type=int, default=1000, help="The worker's --batch-size.")
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="The worker's --batch-size.")
         parser.add_argument("--workers", type=int, default=1, help="Worker processes draining in parallel.")
         parser.add_argument("--baseline-events", type=int, default=3000, help="Sample size for the naive baseline.")
         parser.add_argument("--publish-chunk", type=int, default=10, help="Signals per publish call (one answer).")

@@ -14,7 +14,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from mandate_wizard.metrics import worker_metrics_serve
-from streams.worker import GIL_SWITCH_INTERVAL, MAX_BACKOFF, StopRequested, StreamWorker, default_consumer_name
+from streams.worker import (
+    DEFAULT_BATCH_SIZE,
+    GIL_SWITCH_INTERVAL,
+    MAX_BACKOFF,
+    StopRequested,
+    StreamWorker,
+    default_consumer_name,
+)
 
 logger = logging.getLogger("streams.worker")
 
@@ -24,7 +31,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--consumer", default=None, help="Consumer name (default: host name + pid).")
-        parser.add_argument("--batch-size", type=int, default=1000, help="Entries per read (default 1000).")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=DEFAULT_BATCH_SIZE,
+            help=f"Entries per read (default {DEFAULT_BATCH_SIZE}).",
+        )
         parser.add_argument("--block-ms", type=int, default=1000, help="How long a read waits for new entries.")
         parser.add_argument(
             "--max-deliveries", type=int, default=5, help="Deliveries after which an entry is dead-lettered."
