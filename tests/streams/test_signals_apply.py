@@ -1,0 +1,69 @@
+"""`query_signals_apply`, the worker's one-statement count, called directly on the suite's PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from analytics.models import DemandBucket, DemandWindow
+from analytics.services import demand_windows_roll
+from entities.models import EntityDemand
+from streams.models import ProcessedEvent
+from streams.services import query_signals_apply, signal_columns
+from tests.streams.pipeline import entities_make, signals_make, totals_assert
+
+H0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+def _demand(entity) -> tuple[int, int, datetime | None, datetime | None]:
+    row = EntityDemand.objects.get(entity=entity)
+    return row.query_count, row.demand_score, row.first_queried_at, row.last_queried_at
+
+
+def test_one_batch_counts_first_per_event_id_rejects_unknown_entities_and_skips_counted_ids(db):
+    known, other = entities_make(2)
+    first, second, late = (signals_make([known], 3, seed=seed)[0] for seed in (1, 2, 3))
+    first = replace(first, timestamp=H0 + timedelta(minutes=5))
+    second = replace(second, timestamp=H0 + timedelta(minutes=50))
+    late = replace(late, timestamp=H0 - timedelta(hours=30))
+    assert query_signals_apply(signals=[first]).applied == 1
+
+    unknown = replace(second, event_id=uuid.uuid4(), entity_id=uuid.uuid4())
+    # The same event id naming an unknown entity, then two existing ones: the first existing one counts.
+    shadowed = replace(second, entity_id=unknown.entity_id)
+    repeat_elsewhere = replace(second, entity_id=other.id)
+    batch = [first, unknown, shadowed, second, repeat_elsewhere, late, late]
+
+    result = query_signals_apply(signals=batch)
+
+    assert result.rejected == {1: f"unknown entity_id {unknown.entity_id}", 2: f"unknown entity_id {unknown.entity_id}"}
+    assert result.applied == 2  # second and late
+    assert result.duplicates == 3  # first (counted before), repeat_elsewhere (same id as second), late again
+    assert _demand(known) == (3, 3, late.timestamp, second.timestamp)
+    assert _demand(other) == (0, 0, None, None)
+    assert sorted(DemandBucket.objects.values_list("hour", "count")) == [(H0 - timedelta(hours=30), 1), (H0, 2)]
+    assert ProcessedEvent.objects.count() == 3
+
+
+def test_columns_built_ahead_give_the_same_counts_as_the_signals_alone(db):
+    entities = entities_make(20)
+    signals = signals_make(entities, 500, seed=7)
+    half = len(signals) // 2
+    query_signals_apply(signals=signals[:half], columns=signal_columns(signals[:half]))
+    query_signals_apply(signals=signals[half:])
+    query_signals_apply(signals=signals, columns=signal_columns(signals))  # all again: nothing moves
+    totals_assert(signals)
+
+
+def test_late_events_move_the_stored_windows_in_the_same_statement(db):
+    (entity,) = entities_make(1)
+    demand_windows_roll(now=H0)
+    signals = [
+        replace(signal, timestamp=H0 - timedelta(hours=hours_ago))
+        for signal, hours_ago in zip(signals_make([entity], 3, seed=4), (2, 30, 0), strict=True)
+    ]
+    assert query_signals_apply(signals=signals).applied == 3
+    window = DemandWindow.objects.get(entity=entity)
+    # The open hour h0 stays out of the stored windows; 2 h ago is in the current day, 30 h ago the previous.
+    assert (window.current_1d, window.previous_1d, window.current_7d) == (1, 1, 2)
