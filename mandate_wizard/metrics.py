@@ -99,7 +99,7 @@ WORKER_DEAD_LETTERED = Counter(
 WORKER_BATCH_SIZE = Histogram(
     "mandate_wizard_worker_batch_size",
     "Entries per batch",
-    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000),
     registry=WORKER_REGISTRY,
 )
 WORKER_BATCH_DURATION = Histogram(

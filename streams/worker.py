@@ -50,9 +50,11 @@ MAX_BACKOFF = 5.0
 # While the main thread waits on PostgreSQL, the read-ahead thread parses the next batch. With Python's
 # default 5 ms switch interval every database reply then waited up to 5 ms for the GIL (measured: -10 %).
 GIL_SWITCH_INTERVAL = 0.0005
-# Entries per read. Per-batch costs (the commit, the counters of popular entities) shrink per event as
-# batches grow: measured 23,600 events/s at 2,000, 34,000 at 5,000 and 35,000 at 10,000.
-DEFAULT_BATCH_SIZE = 5000
+# Entries per read under a backlog (an idle stream yields smaller batches at once). Per-entity work (the
+# counters and windows of popular entities, their locks) and the commit shrink per event as batches
+# grow: bench_pipeline measured 23,600 events/s at 2,000, 30,000-32,000 at 5,000 and 35,000 at 10,000,
+# with worker memory bounded by two batches (the one applied and the one read ahead).
+DEFAULT_BATCH_SIZE = 10_000
 
 DB_TRANSIENT = (OperationalError, InterfaceError)
 
