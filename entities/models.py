@@ -57,7 +57,7 @@ class Entity(models.Model):
         ]
         indexes = [
             models.Index(fields=["entity_type"], name="entity_type_idx"),
-            models.Index(fields=["updated_at"], name="entity_updated_at_idx"),
+            models.Index(fields=["updated_at"], include=["id"], name="entity_updated_at_idx"),
             GinIndex(fields=["name"], opclasses=["gin_trgm_ops"], name="entity_name_trgm"),
             GinIndex(fields=["search_vector"], name="entity_search_vector"),
         ]
