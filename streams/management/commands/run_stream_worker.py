@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -78,6 +79,10 @@ class Command(BaseCommand):
         )
         if options["metrics_port"]:
             worker_metrics_serve(port=options["metrics_port"])
+        # Everything loaded so far (Django, the apps, the libraries) lives as long as the process: keep it
+        # out of the cyclic GC's scans. Each batch allocates tens of thousands of objects, and every full
+        # collection they triggered walked all of Django's too (measured: validation 15.5 -> 5.8 us/event).
+        gc.freeze()
         logger.info("worker %s reading %s", worker.consumer, ", ".join(worker.streams))
         ready = False
         delay = 0.1
