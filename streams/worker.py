@@ -52,7 +52,7 @@ MAX_BACKOFF = 5.0
 GIL_SWITCH_INTERVAL = 0.0005
 # Entries per read under a backlog (an idle stream yields smaller batches at once). Per-entity work (the
 # counters and windows of popular entities, their locks) and the commit shrink per event as batches
-# grow: bench_pipeline measured 23,600 events/s at 2,000, 30,000-32,000 at 5,000 and 35,000 at 10,000,
+# grow: bench_pipeline measured 29,700 events/s at 2,000, 32,800 at 5,000 and 37,000-39,000 at 10,000,
 # with worker memory bounded by two batches (the one applied and the one read ahead).
 DEFAULT_BATCH_SIZE = 10_000
 
