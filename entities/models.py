@@ -96,7 +96,8 @@ class EntityDemand(models.Model):
                 include=["entity"],
                 name="demand_type_score_desc",
             ),
-            models.Index(models.F("last_queried_at").desc(nulls_last=True), name="demand_last_queried_desc"),
+            # In the order of the API's ?ordering=-last_queried_at (DESC, never-queried first), so it can serve it.
+            models.Index(models.F("last_queried_at").desc(), name="demand_last_queried_desc"),
         ]
 
     def __str__(self) -> str:
