@@ -5,8 +5,9 @@ transaction as the counters they move, and only ids that were not there yet move
 acknowledged in Redis only after that transaction commits, so a crash at any instant either redelivers
 an entry (whose id the inbox then skips) or has already counted and acknowledged it.
 
-Lock order, so that parallel workers never deadlock: entity rows (sorted by id), then inbox ids (sorted),
-then demand buckets (sorted by entity, hour) and refresh requests (sorted by entity, event).
+Lock order, so that parallel workers never deadlock: demand rows (sorted by entity id), then inbox ids
+(sorted), then demand buckets (sorted by entity, hour), windows (by entity) and refresh requests (sorted
+by entity, event).
 """
 
 from __future__ import annotations
