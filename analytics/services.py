@@ -25,6 +25,7 @@ from analytics.definitions import (
     stored_window_sums_sql,
 )
 from analytics.models import DemandBucket
+from mandate_wizard.databases import pg_array_literal
 
 # Writers of buckets hold it shared, a roll holds it exclusive: a roll never misses a bucket in flight.
 DEMAND_WINDOWS_LOCK = 0x4D57_4457  # "MWDW"
@@ -107,18 +108,12 @@ def demand_buckets_add(*, counts: Mapping[tuple[uuid.UUID, datetime], int]) -> N
     """
     if not counts:
         return
-    # Array literals as text (none of these values needs quoting): psycopg quoting Python lists
-    # element by element cost the worker more than this statement takes in PostgreSQL.
-    hour_texts: dict[datetime, str] = {}
-    entity_ids, hours, amounts = [], [], []
-    for (entity_id, hour), amount in counts.items():
-        entity_ids.append(str(entity_id))
-        text = hour_texts.get(hour)
-        if text is None:
-            text = hour_texts[hour] = hour.isoformat()
-        hours.append(text)
-        amounts.append(str(int(amount)))
-    arrays = ["{" + ",".join(values) + "}" for values in (entity_ids, hours, amounts)]
+    keys = list(counts)
+    arrays = [
+        pg_array_literal(entity_id for entity_id, _hour in keys),
+        pg_array_literal(hour for _entity_id, hour in keys),
+        pg_array_literal(int(counts[key]) for key in keys),
+    ]
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         demand_windows_lock_shared(cursor)
         cursor.execute(_ADD_SQL, arrays)

@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import NamedTuple
 
 import redis
@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from analytics.services import demand_add_ctes, demand_windows_lock_shared
 from entities.services import entities_reindex
+from mandate_wizard.databases import pg_array_literal
 from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import OutboxEvent
 from streams.redis import redis_client
@@ -59,20 +60,6 @@ class DeadEntry:
     deliveries: int = 1
 
 
-def _pg_array(values: Iterable[uuid.UUID | str | int | datetime]) -> str:
-    """A PostgreSQL array literal for values whose text form needs no quoting (UUIDs, ints, datetimes).
-
-    One string parameter instead of a list: psycopg adapts a list element by element in Python,
-    which cost the worker more than the statements themselves.
-    """
-    return "{" + ",".join(value.isoformat() if isinstance(value, datetime) else str(value) for value in values) + "}"
-
-
-def _text_array(values: Iterable[uuid.UUID | str | int]) -> str:
-    """`_pg_array` for values without datetimes: one C-level `map(str)`, no per-element isinstance."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
 def _commit_durably(cursor) -> None:
     """Make this transaction's COMMIT wait for its WAL flush, whatever the server's default.
 
@@ -90,7 +77,7 @@ def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     cursor.execute(
         "SELECT entity_id FROM entities_entitydemand WHERE entity_id = ANY(%s::uuid[])"
         " ORDER BY entity_id FOR NO KEY UPDATE",
-        [_text_array(ids)],
+        [pg_array_literal(ids)],
     )
     return {row[0] for row in cursor.fetchall()}
 
@@ -106,7 +93,7 @@ def _inbox_record(cursor, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
         """,
-        [_text_array(event_ids)],
+        [pg_array_literal(event_ids)],
     )
     return {row[0] for row in cursor.fetchall()}
 
@@ -138,9 +125,9 @@ class SignalColumns(NamedTuple):
 def signal_columns(signals: Sequence[QuerySignal]) -> SignalColumns:
     """The columns `query_signals_apply` sends; the worker builds them while the previous batch commits."""
     return SignalColumns(
-        _text_array([signal.event_id for signal in signals]),
-        _text_array([signal.entity_id for signal in signals]),
-        _pg_array([signal.timestamp for signal in signals]),
+        pg_array_literal([signal.event_id for signal in signals]),
+        pg_array_literal([signal.entity_id for signal in signals]),
+        pg_array_literal([signal.timestamp for signal in signals]),
     )
 
 
@@ -169,10 +156,10 @@ def stream_batch_apply(
         )
 
 
-# One statement counts a batch: lock the named entities (id order), keep the first event per event id
-# among those naming an existing entity, record the ids in the inbox, and move counters, buckets and
-# windows by the events the inbox did not hold yet. It returns the existing entity ids and how many
-# events were counted.
+# One statement counts a batch: lock the named entities' demand rows (entity id order), keep the first
+# event per event id among those naming an existing entity, record the ids in the inbox, and move
+# counters, buckets and windows by the events the inbox did not hold yet. It returns the existing
+# entity ids and how many events were counted.
 _SIGNALS_APPLY_SQL = f"""
 WITH named AS (
     SELECT * FROM unnest(%(event_ids)s::uuid[], %(entity_ids)s::uuid[], %(timestamps)s::timestamptz[])
