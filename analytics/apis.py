@@ -29,9 +29,9 @@ from analytics.selectors import (
     demand_trending,
 )
 from entities.selectors import entity_get
-from mandate_wizard.openapi import ERROR_RESPONSES, ErrorSerializer
-from mandate_wizard.pagination import int_param
-from mandate_wizard.permissions import AnalyticsAccess
+from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
+from kernel.pagination import int_param
+from kernel.permissions import AnalyticsAccess
 
 BIGINT_MAX = 2**63 - 1
 NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No entity has this id")}

@@ -25,7 +25,7 @@ from analytics.definitions import (
     stored_window_sums_sql,
 )
 from analytics.models import DemandBucket
-from mandate_wizard.databases import pg_array_literal
+from kernel.databases import pg_array_literal
 
 # Writers of buckets hold it shared, a roll holds it exclusive: a roll never misses a bucket in flight.
 DEMAND_WINDOWS_LOCK = 0x4D57_4457  # "MWDW"

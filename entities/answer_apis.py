@@ -12,8 +12,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from entities.answers import composer, entity_snippet
 from entities.retrieval import entity_search
-from mandate_wizard.auth import AnswerUserThrottle
-from mandate_wizard.openapi import ERROR_RESPONSES, ErrorSerializer
+from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
 from streams.events import QuerySignal
 from streams.publisher import query_signals_publish
 
@@ -59,7 +58,8 @@ class StrictIntegerField(serializers.IntegerField):
 class AnswerApi(APIView):
     authentication_classes = [JWTAuthentication]
     permission_classes = [IsAuthenticated]
-    throttle_classes = [AnswerUserThrottle]
+    # The per-user answer throttle is project glue (mandate_wizard.auth); mandate_wizard/urls.py sets it.
+    throttle_classes: list = []
     parser_classes = [JSONParser]
 
     class AnswerInputSerializer(serializers.Serializer):

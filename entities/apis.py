@@ -11,7 +11,7 @@ from rest_framework.filters import SearchFilter
 from entities.filters import EntityFilter, StrictOrderingFilter
 from entities.models import Entity
 from entities.selectors import DEMAND_COUNTERS, entity_get, entity_list
-from mandate_wizard.openapi import ERROR_RESPONSES
+from kernel.openapi import ERROR_RESPONSES
 
 
 class EntityOutputSerializer(serializers.ModelSerializer):

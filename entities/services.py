@@ -18,7 +18,7 @@ from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
 from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
 from entities.models import Entity, EntityEmbedding
-from mandate_wizard.iterables import batched
+from kernel.iterables import batched
 
 # Content columns: a change to any of them moves updated_at. Demand counters are never written here: a
 # new entity's demand row comes from the database's insert trigger, and a type change is copied to it by

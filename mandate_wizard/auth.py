@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView
 
-from mandate_wizard.openapi import ErrorSerializer
+from kernel.openapi import ErrorSerializer
 
 logger = logging.getLogger(__name__)
 

@@ -127,7 +127,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "mandate_wizard.pagination.StrictLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "kernel.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "mandate_wizard.errors.api_exception_handler",

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from analytics.admin import demand_dashboard_view
 from entities.answer_apis import AnswerApi
-from mandate_wizard.auth import LoginApi, RefreshApi
+from mandate_wizard.auth import AnswerUserThrottle, LoginApi, RefreshApi
 from mandate_wizard.metrics import MetricsView
 
 # Name shown at /api/ -> URL name. Each app adds its endpoints here.
@@ -48,7 +48,7 @@ urlpatterns = [
     path("auth/login", LoginApi.as_view(), name="auth-login"),
     path("auth/refresh", RefreshApi.as_view(), name="auth-refresh"),
     path("api/", ApiRootView.as_view(), name="api-root"),
-    path("api/answer", AnswerApi.as_view(), name="answer"),
+    path("api/answer", AnswerApi.as_view(throttle_classes=[AnswerUserThrottle]), name="answer"),
     path("api/", include("entities.urls")),
     path("api/analytics/demand/", include("analytics.urls")),
     path("api/events/", include("streams.urls")),

@@ -11,9 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from entities.models import Entity
-from mandate_wizard.openapi import ERROR_RESPONSES
-from mandate_wizard.pagination import int_param
-from mandate_wizard.permissions import StaffOnly
+from kernel.openapi import ERROR_RESPONSES
+from kernel.pagination import int_param
+from kernel.permissions import StaffOnly
 from streams.events import MAX_ENTITY_IDS, OPERATIONS, UpdateRequest
 from streams.publisher import update_request_publish
 from streams.selectors import dead_letter_length, dead_letter_list, streams_info

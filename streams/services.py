@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from analytics.services import demand_add_ctes, demand_windows_lock_shared
 from entities.services import entities_reindex
-from mandate_wizard.databases import pg_array_literal
+from kernel.databases import pg_array_literal
 from streams.events import QuerySignal, UpdateRequest, timestamp_encode
 from streams.models import OutboxEvent
 from streams.redis import redis_client

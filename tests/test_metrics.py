@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from mandate_wizard.databases import database_url
+from kernel.databases import database_url
 from mandate_wizard.devservers import free_port
 from streams.events import QuerySignal
 from streams.models import OutboxEvent

@@ -20,7 +20,7 @@ from django.db.models import Sum
 
 from analytics.models import DemandBucket
 from entities.models import Entity, EntityDemand, EntityType
-from mandate_wizard.databases import database_url
+from kernel.databases import database_url
 from streams.events import QuerySignal
 from streams.models import ProcessedEvent
 from streams.worker import StreamWorker

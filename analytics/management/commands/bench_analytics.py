@@ -32,7 +32,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from analytics.selectors import DEMAND_ORDER, demand_trending, demand_windows_sync
 from analytics.services import demand_buckets_add, demand_totals_rebuild, demand_windows_roll, hour_floor
 from entities.models import Entity, EntityType
-from mandate_wizard.databases import throwaway_database
+from kernel.databases import throwaway_database
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 BASE = "/api/analytics/demand/"

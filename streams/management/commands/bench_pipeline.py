@@ -28,7 +28,7 @@ from analytics.models import DemandBucket
 from analytics.services import demand_windows_roll
 from entities.models import Entity, EntityDemand
 from entities.services import demo_entities_seed
-from mandate_wizard.databases import throwaway_database
+from kernel.databases import throwaway_database
 from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
 from streams.publisher import query_signals_publish, redis_circuit
