@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -32,6 +30,7 @@ from entities.selectors import entity_get
 from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
 from kernel.pagination import int_param
 from kernel.permissions import AnalyticsAccess
+from streams.events import timestamp_encode
 
 BIGINT_MAX = 2**63 - 1
 NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No entity has this id")}
@@ -43,7 +42,7 @@ class UtcDateTimeField(serializers.DateTimeField):
     def to_representation(self, value):
         if value is None:
             return None
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return timestamp_encode(value)
 
 
 class IntParam:

@@ -10,6 +10,8 @@ from django.db import models
 from django.utils import timezone
 from pgvector.django import HnswIndex, VectorField
 
+from streams.events import SOURCE_MAX_LENGTH
+
 EMBEDDING_DIMENSIONS = 1024
 
 
@@ -135,7 +137,7 @@ class RefreshRequest(models.Model):
 
     entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="refresh_requests")
     event_id = models.UUIDField()
-    source = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=SOURCE_MAX_LENGTH, blank=True)
     requested_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

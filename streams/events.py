@@ -8,20 +8,34 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-
-from entities.models import EntityType, RefreshRequest
 
 SCHEMA_VERSION = 1
 # Clocks drift; a timestamp further ahead than this is a bug in the producer, not drift.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_ENTITY_IDS = 1000
 OPERATIONS = ("refresh", "reindex")
-ENTITY_TYPES = frozenset(EntityType.values)  # EntityType.values builds a new list on every access
-SOURCE_MAX_LENGTH = RefreshRequest._meta.get_field("source").max_length
+# entities.RefreshRequest.source has this length, so a valid request always fits.
+SOURCE_MAX_LENGTH = 200
+# The entity types a QuerySignal may name. The transport does not know them: the entity store registers
+# them (entities.apps.EntitiesConfig.ready through entity_types_register) before any entry is read.
+_entity_types: frozenset[str] = frozenset()
+
+# Key names and the fields the pipeline adds to Redis, each spelled here only.
+HEARTBEAT_PREFIX = f"{settings.STREAM_KEY_PREFIX}:workers:"
+# Fields added to an entry when it moves to the dead-letter stream; the rest are the original entry's.
+DEAD_LETTER_META_FIELDS = ("dead_reason", "source_stream", "source_id", "dead_at", "deliveries")
+
+
+def entity_types_register(values: Iterable[str]) -> None:
+    """Set the entity types QuerySignals may name (the owner of the types calls it once, at startup)."""
+    global _entity_types
+    _entity_types = frozenset(values)
 
 
 class InvalidEvent(ValueError):
@@ -37,8 +51,68 @@ def _utc_now() -> datetime:
 
 
 def timestamp_encode(value: datetime) -> str:
-    """ISO 8601 in UTC with a `Z`, e.g. `2026-11-30T00:05:06.123456Z`."""
+    """ISO 8601 in UTC with a `Z`, e.g. `2026-11-30T00:05:06.123456Z`: the one timestamp text of the project."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def heartbeat_key(consumer: str) -> str:
+    return f"{HEARTBEAT_PREFIX}{consumer}"
+
+
+def heartbeat_fields(
+    *, consumer: str, started_at: datetime, events_processed: int, last_batch_at: datetime | None, pid: int, host: str
+) -> dict[str, str | int]:
+    """A worker's heartbeat hash, as the worker writes it."""
+    return {
+        "consumer": consumer,
+        "started_at": timestamp_encode(started_at),
+        "events_processed": events_processed,
+        "last_batch_at": timestamp_encode(last_batch_at) if last_batch_at else "",
+        "pid": pid,
+        "host": host,
+    }
+
+
+def heartbeat_decode(key: str, beat: Mapping[str, str]) -> dict[str, Any]:
+    """A heartbeat hash as read back (`key` names the consumer when the hash does not)."""
+    return {
+        "consumer": beat.get("consumer") or key.rsplit(":", 1)[-1],
+        "started_at": beat.get("started_at"),
+        "events_processed": int(beat.get("events_processed") or 0),
+        "last_batch_at": beat.get("last_batch_at") or None,
+        "pid": beat.get("pid"),
+        "host": beat.get("host"),
+    }
+
+
+def dead_letter_fields(
+    *, fields: Mapping[str, str], reason: str, stream: str, entry_id: str, deliveries: int, dead_at: datetime
+) -> dict[str, str]:
+    """The dead-letter stream entry of an entry that can never be processed: its fields plus why and whence."""
+    dead = dict(fields)
+    dead.update(
+        dead_reason=reason,
+        source_stream=stream,
+        source_id=entry_id,
+        dead_at=timestamp_encode(dead_at),
+        deliveries=str(deliveries),
+    )
+    return dead
+
+
+def dead_letter_decode(entry_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """A dead-letter stream entry split into its reason, provenance and the original fields."""
+    original = {k: v for k, v in fields.items() if k not in DEAD_LETTER_META_FIELDS}
+    return {
+        "id": entry_id,
+        "reason": fields.get("dead_reason", ""),
+        "source_stream": fields.get("source_stream", ""),
+        "source_id": fields.get("source_id", ""),
+        "dead_at": fields.get("dead_at", ""),
+        "deliveries": fields.get("deliveries", ""),
+        "event_id": original.get("event_id", ""),
+        "fields": original,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +227,7 @@ def query_signal_parse(fields: dict, *, now: datetime | None = None) -> QuerySig
     event_id = _uuid(_required(fields, "event_id"), "event_id")
     entity_id = _uuid(_required(fields, "entity_id"), "entity_id")
     entity_type = _required(fields, "entity_type")
-    if entity_type not in ENTITY_TYPES:
+    if entity_type not in _entity_types:
         raise InvalidEvent(f"unknown entity_type {entity_type[:40]!r}")
     query = _required(fields, "query")
     user_id = _required(fields, "user_id")

@@ -8,12 +8,10 @@ import redis
 from django.conf import settings
 from django.db.models import Count, Min
 
+from streams.events import HEARTBEAT_PREFIX, dead_letter_decode, heartbeat_decode
 from streams.models import OutboxEvent
 from streams.redis import redis_client
-from streams.worker import HEARTBEAT_PREFIX
 
-# Fields the worker adds when it moves an entry to the dead-letter stream; the rest are the original entry.
-DEAD_LETTER_META_FIELDS = ("dead_reason", "source_stream", "source_id", "dead_at", "deliveries")
 # When Redis cannot report a group's lag (entries deleted after its last delivered id), count at most this.
 LAG_COUNT_CAP = 10_000
 
@@ -103,16 +101,7 @@ def workers_live(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     for key, beat in zip(keys, pipe.execute(), strict=True):
         if not beat:  # expired between SCAN and HGETALL
             continue
-        workers.append(
-            {
-                "consumer": beat.get("consumer") or key.rsplit(":", 1)[-1],
-                "started_at": beat.get("started_at"),
-                "events_processed": int(beat.get("events_processed") or 0),
-                "last_batch_at": beat.get("last_batch_at") or None,
-                "pid": beat.get("pid"),
-                "host": beat.get("host"),
-            }
-        )
+        workers.append(heartbeat_decode(key, beat))
     return workers
 
 
@@ -147,22 +136,7 @@ def streams_info(*, client: redis.Redis | None = None) -> dict[str, Any]:
     }
 
 
-def dead_letter_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """A dead-letter stream entry split into its reason, provenance and the original fields."""
-    original = {k: v for k, v in fields.items() if k not in DEAD_LETTER_META_FIELDS}
-    return {
-        "id": entry_id,
-        "reason": fields.get("dead_reason", ""),
-        "source_stream": fields.get("source_stream", ""),
-        "source_id": fields.get("source_id", ""),
-        "dead_at": fields.get("dead_at", ""),
-        "deliveries": fields.get("deliveries", ""),
-        "event_id": original.get("event_id", ""),
-        "fields": original,
-    }
-
-
 def dead_letter_list(*, limit: int = 100, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     """The oldest `limit` dead-letter entries (replay order), each with its reason."""
     client = client or redis_client()
-    return [dead_letter_entry(i, f) for i, f in client.xrange(settings.STREAM_DEAD_LETTER, count=limit)]
+    return [dead_letter_decode(i, f) for i, f in client.xrange(settings.STREAM_DEAD_LETTER, count=limit)]

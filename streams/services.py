@@ -28,8 +28,8 @@ from django.utils import timezone
 from analytics.services import demand_add_ctes, demand_windows_lock_shared
 from entities.services import entities_reindex
 from kernel.databases import pg_array_literal
-from streams.events import QuerySignal, UpdateRequest, timestamp_encode
-from streams.models import OutboxEvent
+from streams.events import QuerySignal, UpdateRequest, dead_letter_decode, dead_letter_fields
+from streams.models import OutboxEvent, ProcessedEvent
 from streams.redis import redis_client
 
 logger = logging.getLogger(__name__)
@@ -283,16 +283,16 @@ def stream_entries_settle(
     """
     if not any(acks.values()) and not dead:
         return
-    now = timestamp_encode(timezone.now())
+    now = timezone.now()
     pipe = client.pipeline(transaction=True)
     for entry in dead:
-        fields = dict(entry.fields)
-        fields.update(
-            dead_reason=entry.reason,
-            source_stream=entry.stream,
-            source_id=entry.entry_id,
+        fields = dead_letter_fields(
+            fields=entry.fields,
+            reason=entry.reason,
+            stream=entry.stream,
+            entry_id=entry.entry_id,
+            deliveries=entry.deliveries,
             dead_at=now,
-            deliveries=str(entry.deliveries),
         )
         pipe.xadd(settings.STREAM_DEAD_LETTER, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
     for stream, ids in acks.items():
@@ -396,9 +396,6 @@ def dead_letters_replay(
     counts it at most once. Entries whose event_id the inbox already holds were counted: they are only
     deleted. Each chunk's XADDs and XDELs run in one MULTI, so an entry is never both replayed and kept.
     """
-    from streams.models import ProcessedEvent
-    from streams.selectors import dead_letter_entry
-
     client = redis_client()
     dead_stream = settings.STREAM_DEAD_LETTER
     sources = {settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS}
@@ -429,7 +426,7 @@ def dead_letters_replay(
             after = f"({page[-1][0]}"
 
     for page in chunks():
-        entries = [dead_letter_entry(entry_id, fields) for entry_id, fields in page]
+        entries = [dead_letter_decode(entry_id, fields) for entry_id, fields in page]
         if reason_contains:
             entries = [entry for entry in entries if reason_contains.lower() in entry["reason"].lower()]
         known = [entry for entry in entries if entry["source_stream"] in sources]

@@ -25,7 +25,7 @@ from django.utils import timezone
 from analytics.definitions import hour_floor
 from analytics.services import demand_windows_roll
 from mandate_wizard.metrics import WORKER_EVENTS_PROCESSED, worker_batch_observe
-from streams.events import InvalidEvent, QuerySignal, UpdateRequest, event_parse, timestamp_encode
+from streams.events import InvalidEvent, QuerySignal, UpdateRequest, event_parse, heartbeat_fields, heartbeat_key
 from streams.redis import redis_client
 from streams.services import (
     DeadEntry,
@@ -39,7 +39,6 @@ from streams.services import (
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_PREFIX = f"{settings.STREAM_KEY_PREFIX}:workers:"
 HEARTBEAT_TTL_SECONDS = 30
 HEARTBEAT_INTERVAL = 1.0
 TRIM_INTERVAL = 1.0
@@ -61,10 +60,6 @@ DB_TRANSIENT = (OperationalError, InterfaceError)
 
 class StopRequested(Exception):
     """Raised inside a retry wait when the worker was asked to stop; the batch stays pending."""
-
-
-def heartbeat_key(consumer: str) -> str:
-    return f"{HEARTBEAT_PREFIX}{consumer}"
 
 
 def default_consumer_name() -> str:
@@ -213,14 +208,14 @@ class StreamWorker:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(
             key,
-            mapping={
-                "consumer": self.consumer,
-                "started_at": timestamp_encode(self.stats.started_at),
-                "events_processed": self.stats.events_processed,
-                "last_batch_at": timestamp_encode(self.stats.last_batch_at) if self.stats.last_batch_at else "",
-                "pid": self.pid,
-                "host": self.host,
-            },
+            mapping=heartbeat_fields(
+                consumer=self.consumer,
+                started_at=self.stats.started_at,
+                events_processed=self.stats.events_processed,
+                last_batch_at=self.stats.last_batch_at,
+                pid=self.pid,
+                host=self.host,
+            ),
         )
         pipe.expire(key, HEARTBEAT_TTL_SECONDS)
         pipe.execute()

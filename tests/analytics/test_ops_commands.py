@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -17,7 +17,7 @@ from django.utils import timezone
 from analytics.models import DemandBucket
 from analytics.services import demand_buckets_add, hour_floor, refresh_claim_key
 from entities.models import Entity, EntityDemand, RefreshRequest
-from streams.events import QuerySignal
+from streams.events import QuerySignal, dead_letter_fields
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
@@ -42,14 +42,14 @@ def worker(redis_client) -> StreamWorker:
 def _dead_letter_add(client, fields: dict[str, str], *, reason: str) -> str:
     return client.xadd(
         settings.STREAM_DEAD_LETTER,
-        {
-            **fields,
-            "dead_reason": reason,
-            "source_stream": settings.STREAM_QUERY_SIGNALS,
-            "source_id": "1-0",
-            "dead_at": "2026-11-30T00:00:00Z",
-            "deliveries": "1",
-        },
+        dead_letter_fields(
+            fields=fields,
+            reason=reason,
+            stream=settings.STREAM_QUERY_SIGNALS,
+            entry_id="1-0",
+            deliveries=1,
+            dead_at=datetime(2026, 11, 30, tzinfo=UTC),
+        ),
     )
 
 

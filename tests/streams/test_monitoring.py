@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from entities.models import RefreshRequest
-from streams.events import QuerySignal, UpdateRequest, timestamp_encode
+from streams.events import QuerySignal, UpdateRequest, dead_letter_fields, timestamp_encode
 from streams.models import OutboxEvent
 from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
@@ -28,14 +28,14 @@ def _dead_letter_add(client, fields: dict[str, str], *, reason: str, source: str
     """An entry as the worker writes it to the dead-letter stream."""
     return client.xadd(
         settings.STREAM_DEAD_LETTER,
-        {
-            **fields,
-            "dead_reason": reason,
-            "source_stream": source or settings.STREAM_QUERY_SIGNALS,
-            "source_id": "1-0",
-            "dead_at": "2026-11-30T00:00:00Z",
-            "deliveries": "6",
-        },
+        dead_letter_fields(
+            fields=fields,
+            reason=reason,
+            stream=source or settings.STREAM_QUERY_SIGNALS,
+            entry_id="1-0",
+            deliveries=6,
+            dead_at=datetime(2026, 11, 30, tzinfo=UTC),
+        ),
     )
 
 

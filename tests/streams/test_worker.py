@@ -17,10 +17,10 @@ from django.utils import timezone
 from analytics.models import DemandBucket
 from entities.models import Entity, EntityDemand, EntityEmbedding, RefreshRequest
 from mandate_wizard.devservers import EmbeddedRedis
-from streams.events import QuerySignal, UpdateRequest, timestamp_encode
+from streams.events import QuerySignal, UpdateRequest, heartbeat_key, timestamp_encode
 from streams.models import ProcessedEvent
 from streams.services import inbox_prune
-from streams.worker import HEARTBEAT_TTL_SECONDS, StreamWorker, heartbeat_key
+from streams.worker import HEARTBEAT_TTL_SECONDS, StreamWorker
 from tests.streams.pipeline import entities_make, signals_make, signals_xadd, totals_assert, wait_until, worker_drain
 
 QS = settings.STREAM_QUERY_SIGNALS
