@@ -1,6 +1,26 @@
 from django.apps import AppConfig
+from django.utils import timezone
+
+from analytics.definitions import hour_floor
+from streams.handlers import BatchHandler, Chore, batch_handler_register, chore_register
 
 
 class AnalyticsConfig(AppConfig):
     name = "analytics"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # analytics.demand imports the models, which load only once the app registry is ready.
+        from analytics.demand import demand_windows_roll, query_signal_batch_apply, query_signal_batch_prepare
+
+        batch_handler_register(
+            BatchHandler(
+                stream_setting="STREAM_QUERY_SIGNALS",
+                apply=query_signal_batch_apply,
+                prepare=query_signal_batch_prepare,
+            )
+        )
+        # Move the trending windows on as soon as an hour closes, so no reader has the roll to make up.
+        chore_register(
+            Chore(name="demand_windows_roll", run=demand_windows_roll, key=lambda: hour_floor(timezone.now()))
+        )

@@ -19,8 +19,8 @@ from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 from django.utils import timezone
 
 from analytics.definitions import TIMEFRAME_HOURS, hour_floor, trend_score_sql, trending_sql
+from analytics.demand import demand_totals_rebuild, demand_windows_roll
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
-from analytics.services import demand_totals_rebuild, demand_windows_roll
 from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)

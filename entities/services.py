@@ -18,7 +18,11 @@ from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
 from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
 from entities.models import Entity, EntityEmbedding
+from kernel.databases import pg_array_literal
 from kernel.iterables import batched
+from streams.events import UpdateRequest
+from streams.handlers import ApplyResult
+from streams.services import inbox_record
 
 # Content columns: a change to any of them moves updated_at. Demand counters are never written here: a
 # new entity's demand row comes from the database's insert trigger, and a type change is copied to it by
@@ -271,3 +275,78 @@ def _embeddings_compute_batches(
 def entities_reindex(*, entity_ids: Iterable[uuid.UUID]) -> int:
     """Recompute the derived search data (embeddings) of these entities; the worker's `reindex` operation."""
     return entity_embeddings_compute(entity_ids=entity_ids)
+
+
+def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Lock the existing entities among `entity_ids` against deletion (KEY SHARE, in id order); return their ids.
+
+    KEY SHARE is what the refresh request's foreign key takes anyway; it lets edits of the entities and
+    the demand counters go on.
+    """
+    ids = sorted(set(map(str, entity_ids)))  # text order is uuid order
+    if not ids:
+        return set()
+    cursor.execute(
+        "SELECT id FROM entities_entity WHERE id = ANY(%s::uuid[]) ORDER BY id FOR KEY SHARE",
+        [pg_array_literal(ids)],
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def update_requests_apply(*, requests: Sequence[UpdateRequest]) -> ApplyResult:
+    """Apply UpdateRequests exactly once: `refresh` records RefreshRequest rows, `reindex` recomputes.
+
+    The UpdateRequest batch handler (registered by EntitiesConfig.ready()). A request naming any entity
+    that does not exist is rejected whole. Runs in the caller's transaction (the consumer's batch).
+    """
+    result = ApplyResult()
+    if not requests:
+        return result
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        known = _entities_lock(cursor, (entity_id for request in requests for entity_id in request.entity_ids))
+        seen: set[uuid.UUID] = set()
+        keep: list[UpdateRequest] = []
+        repeats = 0
+        for index, request in enumerate(requests):
+            missing = [str(entity_id) for entity_id in request.entity_ids if entity_id not in known]
+            if missing:
+                result.rejected[index] = f"unknown entity_ids {', '.join(missing[:5])}" + (
+                    f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                )
+            elif request.event_id in seen:
+                repeats += 1
+            else:
+                seen.add(request.event_id)
+                keep.append(request)
+        new_ids = inbox_record(cursor, [request.event_id for request in keep])
+        fresh = [request for request in keep if request.event_id in new_ids]
+        result.applied = len(fresh)
+        result.duplicates = repeats + len(keep) - len(fresh)
+
+        refresh_rows = sorted(
+            (entity_id, request.event_id, request.source, request.timestamp)
+            for request in fresh
+            if request.operation == "refresh"
+            for entity_id in request.entity_ids
+        )
+        if refresh_rows:
+            entity_ids, event_ids, sources, requested = (list(column) for column in zip(*refresh_rows, strict=True))
+            cursor.execute(
+                """
+                INSERT INTO entities_refreshrequest (entity_id, event_id, source, requested_at)
+                SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::timestamptz[])
+                ON CONFLICT (event_id, entity_id) DO NOTHING
+                """,
+                [entity_ids, event_ids, sources, requested],
+            )
+        reindex_ids = {
+            entity_id for request in fresh if request.operation == "reindex" for entity_id in request.entity_ids
+        }
+        if reindex_ids:
+            entities_reindex(entity_ids=sorted(reindex_ids))
+    return result
+
+
+def update_request_batch_apply(events: Sequence[UpdateRequest], prepared: object) -> ApplyResult:
+    """The consumer's entry point (streams.handlers.BatchHandler.apply)."""
+    return update_requests_apply(requests=events)

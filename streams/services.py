@@ -1,23 +1,19 @@
-"""Writes of the event pipeline: apply batches exactly once, settle stream entries, the outbox, the inbox.
+"""Writes of the transport: batch transactions, the inbox, settling stream entries, the outbox, replays.
 
 Exactly-once effects: a batch's event ids go into the inbox table (ProcessedEvent) in the same
-transaction as the counters they move, and only ids that were not there yet move anything. An entry is
-acknowledged in Redis only after that transaction commits, so a crash at any instant either redelivers
-an entry (whose id the inbox then skips) or has already counted and acknowledged it.
-
-Lock order, so that parallel workers never deadlock: demand rows (sorted by entity id), then inbox ids
-(sorted), then demand buckets (sorted by entity, hour), windows (by entity) and refresh requests (sorted
-by entity, event).
+transaction as the effects the handlers apply, and only ids that were not there yet move anything. An
+entry is acknowledged in Redis only after that transaction commits, so a crash at any instant either
+redelivers an entry (whose id the inbox then skips) or has already applied and acknowledged it.
+Handlers take their locks in a fixed order (streams.handlers), so parallel workers never deadlock.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -25,10 +21,9 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.services import demand_add_ctes, demand_windows_lock_shared
-from entities.services import entities_reindex
 from kernel.databases import pg_array_literal
-from streams.events import QuerySignal, UpdateRequest, dead_letter_decode, dead_letter_fields
+from streams.events import dead_letter_decode, dead_letter_fields
+from streams.handlers import ApplyResult, BatchHandler
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.redis import redis_client
 
@@ -38,15 +33,6 @@ logger = logging.getLogger(__name__)
 DEAD_LETTER_MAXLEN = 100_000
 OUTBOX_RELAY_CHUNK = 500
 INBOX_PRUNE_CHUNK = 10_000
-
-
-@dataclass
-class ApplyResult:
-    """What one apply did: `applied` new events, `duplicates` already counted, `rejected` by input index."""
-
-    applied: int = 0
-    duplicates: int = 0
-    rejected: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,7 +46,7 @@ class DeadEntry:
     deliveries: int = 1
 
 
-def _commit_durably(cursor) -> None:
+def commit_durably(cursor) -> None:
     """Make this transaction's COMMIT wait for its WAL flush, whatever the server's default.
 
     The worker acknowledges entries once COMMIT returns; with synchronous_commit off a server crash
@@ -69,208 +55,47 @@ def _commit_durably(cursor) -> None:
     cursor.execute("SET LOCAL synchronous_commit TO on")
 
 
-def _entities_lock(cursor, entity_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Lock the demand rows of the existing entities among `entity_ids` in id order; return the ids that exist."""
-    ids = sorted(set(map(str, entity_ids)))  # text order is uuid order
-    if not ids:
-        return set()
-    cursor.execute(
-        "SELECT entity_id FROM entities_entitydemand WHERE entity_id = ANY(%s::uuid[])"
-        " ORDER BY entity_id FOR NO KEY UPDATE",
-        [pg_array_literal(ids)],
-    )
-    return {row[0] for row in cursor.fetchall()}
+def inbox_insert_sql(*, source: str) -> str:
+    """The inbox as a data-modifying CTE body: record `source`'s event ids, RETURNING those new to it.
+
+    `source` names a relation with an `event_id` column, distinct per id. A handler puts this in the
+    WITH list of its own statement, so recording and counting a batch stay one round trip; only the
+    returned ids may move anything.
+    """
+    return f"""
+    INSERT INTO streams_processedevent (event_id, processed_at)
+    SELECT event_id, now() FROM {source} ORDER BY event_id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id"""  # noqa: S608 - built from constants only
 
 
-def _inbox_record(cursor, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Insert `event_ids` into the inbox; return those that were not there (the ones to count)."""
+def inbox_record(cursor, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Insert `event_ids` into the inbox; return those that were not there (the ones to apply)."""
     if not event_ids:
         return set()
     cursor.execute(
-        """
-        INSERT INTO streams_processedevent (event_id, processed_at)
-        SELECT event_id, now() FROM unnest(%s::uuid[]) AS batch(event_id) ORDER BY event_id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-        """,
+        f"WITH batch AS (SELECT unnest(%s::uuid[]) AS event_id) {inbox_insert_sql(source='batch')}",
         [pg_array_literal(event_ids)],
     )
     return {row[0] for row in cursor.fetchall()}
 
 
-def _first_per_event(items: Sequence, known: set[uuid.UUID], key) -> tuple[list[int], int]:
-    """Indexes of the first item per event id among items whose entities all exist; count repeats."""
-    seen: set[uuid.UUID] = set()
-    keep: list[int] = []
-    repeats = 0
-    for index, item in enumerate(items):
-        if not key(item) <= known:
-            continue
-        if item.event_id in seen:
-            repeats += 1
-            continue
-        seen.add(item.event_id)
-        keep.append(index)
-    return keep, repeats
-
-
-class SignalColumns(NamedTuple):
-    """A batch of QuerySignals as one PostgreSQL array literal per column, in the batch's order."""
-
-    event_ids: str
-    entity_ids: str
-    timestamps: str
-
-
-def signal_columns(signals: Sequence[QuerySignal]) -> SignalColumns:
-    """The columns `query_signals_apply` sends; the worker builds them while the previous batch commits."""
-    return SignalColumns(
-        pg_array_literal([signal.event_id for signal in signals]),
-        pg_array_literal([signal.entity_id for signal in signals]),
-        pg_array_literal([signal.timestamp for signal in signals]),
-    )
-
-
 def stream_batch_apply(
-    *,
-    signals: Sequence[QuerySignal],
-    requests: Sequence[UpdateRequest],
-    columns: SignalColumns | None = None,
-) -> tuple[ApplyResult, ApplyResult]:
-    """Apply a worker's batch in ONE transaction; every entity it names is locked first, in id order.
+    *, handlers: Sequence[BatchHandler], events: Mapping[str, Sequence], prepared: Mapping[str, object]
+) -> dict[str, ApplyResult]:
+    """Apply a worker's batch in ONE transaction: each handler (in order) gets its stream's events.
 
-    `columns`: `signal_columns(signals)`, when the caller has it already.
+    The handlers record their events in the inbox in that transaction, so a batch's effects commit
+    exactly once, or not at all.
     """
+    results: dict[str, ApplyResult] = {}
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        known = None
-        if requests:
-            # Signals alone lock their entities in their own statement; with requests, every entity of the
-            # batch is locked in one ordered pass first (the signals' statement then holds its locks already).
-            _commit_durably(cursor)
-            entity_ids = [signal.entity_id for signal in signals]
-            entity_ids += [entity_id for request in requests for entity_id in request.entity_ids]
-            known = _entities_lock(cursor, entity_ids)
-        return (
-            query_signals_apply(signals=signals, columns=columns),
-            update_requests_apply(requests=requests, locked_entity_ids=known),
-        )
-
-
-# One statement counts a batch: lock the named entities' demand rows (entity id order), keep the first
-# event per event id among those naming an existing entity, record the ids in the inbox, and move
-# counters, buckets and windows by the events the inbox did not hold yet. It returns the existing
-# entity ids and how many events were counted.
-_SIGNALS_APPLY_SQL = f"""
-WITH named AS (
-    SELECT * FROM unnest(%(event_ids)s::uuid[], %(entity_ids)s::uuid[], %(timestamps)s::timestamptz[])
-        WITH ORDINALITY AS named(event_id, entity_id, at, position)
-), known AS (
-    SELECT entity_id AS id FROM entities_entitydemand WHERE entity_id IN (SELECT entity_id FROM named)
-    ORDER BY entity_id FOR NO KEY UPDATE
-), batch AS (
-    SELECT DISTINCT ON (event_id) event_id, entity_id, at
-    FROM named WHERE entity_id IN (SELECT id FROM known)
-    ORDER BY event_id, position
-), fresh AS (
-    INSERT INTO streams_processedevent (event_id, processed_at)
-    SELECT event_id, now() FROM batch ORDER BY event_id
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
-), counted AS (
-    SELECT batch.entity_id, batch.at FROM batch JOIN fresh USING (event_id)
-), per_entity AS (
-    SELECT entity_id, count(*) AS amount, min(at) AS first_at, max(at) AS last_at FROM counted GROUP BY entity_id
-), counters AS (
-    UPDATE entities_entitydemand AS demand SET
-        demand_score = demand.demand_score + per_entity.amount,
-        query_count = demand.query_count + per_entity.amount,
-        first_queried_at = LEAST(demand.first_queried_at, per_entity.first_at),
-        last_queried_at = GREATEST(demand.last_queried_at, per_entity.last_at)
-    FROM per_entity WHERE demand.entity_id = per_entity.entity_id
-), per_hour AS (
-    SELECT entity_id, date_trunc('hour', at, 'UTC') AS hour, count(*) AS amount FROM counted GROUP BY 1, 2
-), {demand_add_ctes(source="per_hour")}
-SELECT (SELECT array_agg(id) FROM known), (SELECT count(*) FROM fresh)
-"""  # noqa: S608 - built from constants only
-
-
-def query_signals_apply(*, signals: Sequence[QuerySignal], columns: SignalColumns | None = None) -> ApplyResult:
-    """Count `signals` exactly once: inbox, entity counters, hourly buckets and windows in one statement.
-
-    Signals naming an entity that does not exist are rejected (not counted). Counters move only by
-    database-side arithmetic; `first_queried_at`/`last_queried_at` take LEAST/GREATEST, so late and
-    out-of-order events land correctly; `updated_at` (content changes) is never touched. Runs in the
-    caller's transaction when there is one. `columns`: `signal_columns(signals)`, when the caller has it.
-    """
-    result = ApplyResult()
-    if not signals:
-        return result
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        _commit_durably(cursor)
-        demand_windows_lock_shared(cursor)
-        cursor.execute(_SIGNALS_APPLY_SQL, (columns or signal_columns(signals))._asdict())
-        known_ids, counted = cursor.fetchone()
-    known = set(known_ids or ())
-    valid = 0
-    for index, signal in enumerate(signals):
-        if signal.entity_id in known:
-            valid += 1
-        else:
-            result.rejected[index] = f"unknown entity_id {signal.entity_id}"
-    result.applied = counted
-    result.duplicates = valid - counted
-    return result
-
-
-def update_requests_apply(
-    *, requests: Sequence[UpdateRequest], locked_entity_ids: set[uuid.UUID] | None = None
-) -> ApplyResult:
-    """Apply UpdateRequests exactly once: `refresh` records RefreshRequest rows, `reindex` recomputes.
-
-    A request naming any entity that does not exist is rejected whole.
-    """
-    result = ApplyResult()
-    if not requests:
-        return result
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        known = locked_entity_ids
-        if known is None:
-            _commit_durably(cursor)
-            known = _entities_lock(cursor, (entity_id for request in requests for entity_id in request.entity_ids))
-        for index, request in enumerate(requests):
-            missing = [str(entity_id) for entity_id in request.entity_ids if entity_id not in known]
-            if missing:
-                result.rejected[index] = f"unknown entity_ids {', '.join(missing[:5])}" + (
-                    f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-                )
-        keep, repeats = _first_per_event(requests, known, lambda request: set(request.entity_ids))
-        new_ids = _inbox_record(cursor, [requests[index].event_id for index in keep])
-        fresh = [requests[index] for index in keep if requests[index].event_id in new_ids]
-        result.applied = len(fresh)
-        result.duplicates = repeats + len(keep) - len(fresh)
-
-        refresh_rows = sorted(
-            (entity_id, request.event_id, request.source, request.timestamp)
-            for request in fresh
-            if request.operation == "refresh"
-            for entity_id in request.entity_ids
-        )
-        if refresh_rows:
-            entity_ids, event_ids, sources, requested = (list(column) for column in zip(*refresh_rows, strict=True))
-            cursor.execute(
-                """
-                INSERT INTO entities_refreshrequest (entity_id, event_id, source, requested_at)
-                SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::timestamptz[])
-                ON CONFLICT (event_id, entity_id) DO NOTHING
-                """,
-                [entity_ids, event_ids, sources, requested],
-            )
-        reindex_ids = {
-            entity_id for request in fresh if request.operation == "reindex" for entity_id in request.entity_ids
-        }
-        if reindex_ids:
-            entities_reindex(entity_ids=sorted(reindex_ids))
-    return result
+        commit_durably(cursor)
+        for handler in handlers:
+            stream = handler.stream
+            if events.get(stream):
+                results[stream] = handler.apply(events[stream], prepared.get(stream))
+    return results
 
 
 def stream_entries_settle(

@@ -1,7 +1,9 @@
-"""The stream worker's unit of work: read a batch, validate, apply in one transaction, acknowledge.
+"""The generic stream consumer: read a batch, validate, apply in one transaction, acknowledge.
 
-`manage.py run_stream_worker` is a thin loop around `StreamWorker.run_once()`; tests call the same
-methods. See docs/events.md for the guarantees and why they hold.
+It knows no event's meaning: each stream's events go to the handler its owning app registered
+(streams.handlers), all in one transaction with the inbox; the domain's periodic chores run between
+batches. `manage.py run_stream_worker` is a thin loop around `StreamWorker.run_once()`; tests call the
+same methods. See docs/events.md for the guarantees and docs/architecture.md for the registry.
 """
 
 from __future__ import annotations
@@ -15,27 +17,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, reset_queries
-from django.utils import timezone
 
-from analytics.definitions import hour_floor
-from analytics.services import demand_windows_roll
-from mandate_wizard.metrics import WORKER_EVENTS_PROCESSED, worker_batch_observe
-from streams.events import InvalidEvent, QuerySignal, UpdateRequest, event_parse, heartbeat_fields, heartbeat_key
+from streams.events import InvalidEvent, event_parse, heartbeat_fields, heartbeat_key
+from streams.handlers import BatchHandler, batch_handlers, chores
+from streams.metrics import worker_batch_observe
 from streams.redis import redis_client
-from streams.services import (
-    DeadEntry,
-    SignalColumns,
-    inbox_prune,
-    outbox_relay,
-    signal_columns,
-    stream_batch_apply,
-    stream_entries_settle,
-)
+from streams.services import DeadEntry, inbox_prune, outbox_relay, stream_batch_apply, stream_entries_settle
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +62,7 @@ def default_consumer_name() -> str:
 class WorkerStats:
     """The worker's running totals, for its log lines, its heartbeat and tests.
 
-    Prometheus sees the same numbers through mandate_wizard.metrics.worker_batch_observe.
+    Prometheus sees the same numbers through streams.metrics.worker_batch_observe.
     """
 
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -108,30 +100,35 @@ class Entry(NamedTuple):
     deliveries: int = 1
 
 
+# Per stream, the validated events of a batch with the entry each came from.
+StreamItems = dict[str, list[tuple[Any, Entry]]]
+
+
 @dataclass
 class ParsedBatch:
-    """Entries read together, validated: the events to apply and the entries to dead-letter."""
+    """Entries read together, validated: each stream's events to apply and the entries to dead-letter.
+
+    `prepared`: what each handler's `prepare` built from its events (in the read-ahead thread).
+    """
 
     entries: Sequence[Entry]
-    signals: list[tuple[QuerySignal, Entry]] = field(default_factory=list)
-    requests: list[tuple[UpdateRequest, Entry]] = field(default_factory=list)
+    items: StreamItems = field(default_factory=dict)
     dead: list[DeadEntry] = field(default_factory=list)
-    columns: SignalColumns | None = None
+    prepared: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
 
 @dataclass
 class Applied:
-    """What applying (part of) a batch did."""
+    """What applying (part of) a batch did: events applied per stream, duplicates, entries to dead-letter."""
 
-    signals: int = 0
-    requests: int = 0
+    processed: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     dead: list[DeadEntry] = field(default_factory=list)
 
     def add(self, other: Applied) -> None:
-        self.signals += other.signals
-        self.requests += other.requests
+        for stream, count in other.processed.items():
+            self.processed[stream] = self.processed.get(stream, 0) + count
         self.duplicates += other.duplicates
         self.dead.extend(other.dead)
 
@@ -162,7 +159,9 @@ class StreamWorker:
         read_ahead: bool = False,
     ) -> None:
         self.consumer = consumer or default_consumer_name()
-        self.streams = list(streams or (settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS))
+        # Registration order is lock order (streams.handlers); it is fixed for the worker's life.
+        self.handlers: list[BatchHandler] = batch_handlers()
+        self.streams = list(streams or (handler.stream for handler in self.handlers))
         self.group = settings.STREAM_CONSUMER_GROUP
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -177,7 +176,7 @@ class StreamWorker:
         # Our own pending entries (after a restart under the same name, a failure or a claim) come first.
         self._history = True
         self._due: dict[str, float] = {}
-        self._windows_hour: datetime | None = None
+        self._chore_keys: dict[str, object] = {}
         self._claim_cursor: dict[str, str] = {}
         # Read ahead: while one batch's transaction runs, a thread reads and validates the next one
         # (Redis and Python work overlap PostgreSQL's). Never touches the database.
@@ -285,7 +284,8 @@ class StreamWorker:
         return self._with_deliveries(claimed)
 
     def housekeeping(self) -> None:
-        """Periodic chores, each at its own interval: heartbeat, outbox relay, trimming, pruning, windows."""
+        """Periodic chores, each at its own interval: heartbeat, outbox relay, trimming, pruning, then the
+        chores the apps registered (streams.handlers.chore_register)."""
         if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
             self.heartbeat()
         if self._due_now("outbox", OUTBOX_INTERVAL):
@@ -298,11 +298,15 @@ class StreamWorker:
             pruned = inbox_prune()
             if pruned:
                 logger.info("inbox: pruned %d old event ids", pruned)
-        hour = hour_floor(timezone.now())
-        if hour != self._windows_hour:
-            # Move the trending windows on as soon as an hour closes, so no reader pays for the roll.
-            demand_windows_roll(now=hour)
-            self._windows_hour = hour
+        for chore in chores():
+            if chore.key is not None:
+                key = chore.key()
+                if key == self._chore_keys.get(chore.name):
+                    continue
+                chore.run()
+                self._chore_keys[chore.name] = key
+            elif self._due_now(f"chore:{chore.name}", chore.interval):
+                chore.run()
 
     # -- the unit of work ---------------------------------------------------------------------------------
 
@@ -411,7 +415,7 @@ class StreamWorker:
         """Validate entries; those that can never be processed become dead entries."""
         started = time.perf_counter()
         batch = ParsedBatch(entries)
-        signals, requests, dead = batch.signals, batch.requests, batch.dead
+        items, dead = batch.items, batch.dead
         now = datetime.now(UTC)
         max_deliveries = self.max_deliveries
         for entry in entries:
@@ -426,11 +430,14 @@ class StreamWorker:
             except InvalidEvent as invalid:
                 dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, invalid.reason, entry.deliveries))
                 continue
-            if type(event) is QuerySignal:
-                signals.append((event, entry))
-            else:
-                requests.append((event, entry))
-        batch.columns = signal_columns([event for event, _entry in signals])
+            stream_items = items.get(entry.stream)
+            if stream_items is None:
+                stream_items = items[entry.stream] = []
+            stream_items.append((event, entry))
+        for handler in self.handlers:
+            stream_items = items.get(handler.stream)
+            if handler.prepare is not None and stream_items:
+                batch.prepared[handler.stream] = handler.prepare([event for event, _entry in stream_items])
         batch.seconds = time.perf_counter() - started
         return batch
 
@@ -439,7 +446,7 @@ class StreamWorker:
         started = time.perf_counter() - batch.seconds
         entries = batch.entries
         dead = list(batch.dead)
-        applied = self._apply_isolating(batch.signals, batch.requests, batch.columns)
+        applied = self._apply_isolating(batch.items, batch.prepared)
         dead.extend(applied.dead)
 
         acks: dict[str, list[str]] = {}
@@ -456,76 +463,71 @@ class StreamWorker:
         reset_queries()
         seconds = time.perf_counter() - started
         stats = self.stats
-        stats.events_processed += applied.signals + applied.requests
+        processed = sum(applied.processed.values())
+        stats.events_processed += processed
         stats.duplicates_skipped += applied.duplicates
         stats.dead_lettered += len(dead)
         stats.entries_acked += len(entries)
         stats.batch_record(size=len(entries), seconds=seconds)
         worker_batch_observe(
-            stream=settings.STREAM_QUERY_SIGNALS,
-            processed=applied.signals,
+            processed=applied.processed,
             duplicates=applied.duplicates,
             dead_lettered=len(dead),
             size=len(entries),
             duration=seconds,
         )
-        if applied.requests:
-            WORKER_EVENTS_PROCESSED.labels(stream=settings.STREAM_UPDATE_REQUESTS).inc(applied.requests)
         logger.info(
             "batch: %d entries, %d counted, %d duplicates, %d dead-lettered in %.1f ms",
             len(entries),
-            applied.signals + applied.requests,
+            processed,
             applied.duplicates,
             len(dead),
             seconds * 1000,
         )
 
-    def _apply_isolating(
-        self,
-        signals: list[tuple[QuerySignal, Entry]],
-        requests: list[tuple[UpdateRequest, Entry]],
-        columns: SignalColumns | None = None,
-    ) -> Applied:
+    def _apply_isolating(self, items: StreamItems, prepared: dict[str, Any] | None = None) -> Applied:
         """Apply; if the database rejects the batch (not a connectivity error), split it until each
         entry it rejects stands alone, and dead-letter those with the database's message.
         """
+        count = sum(len(stream_items) for stream_items in items.values())
         try:
-            signal_result, request_result = self._apply_with_retry(
-                [event for event, _entry in signals], [event for event, _entry in requests], columns
+            results = self._apply_with_retry(
+                {stream: [event for event, _entry in stream_items] for stream, stream_items in items.items()},
+                prepared or {},
             )
         except DB_TRANSIENT:
             raise
         except DatabaseError as error:
-            if len(signals) + len(requests) == 1:
-                _event, entry = (signals or requests)[0]
+            if count == 1:
+                _event, entry = next(stream_items[0] for stream_items in items.values() if stream_items)
                 reason = f"rejected by the database: {str(error).strip().splitlines()[0][:300]}"
                 logger.error("entry %s %s %s", entry.stream, entry.entry_id, reason)
                 return Applied(dead=[DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries)])
-            logger.warning("%d events rejected by the database (%s); splitting", len(signals) + len(requests), error)
+            logger.warning("%d events rejected by the database (%s); splitting", count, error)
             total = Applied()
-            for part in (
-                (signals[: len(signals) // 2], requests[: len(requests) // 2]),
-                (signals[len(signals) // 2 :], requests[len(requests) // 2 :]),
-            ):
-                if part[0] or part[1]:
-                    total.add(self._apply_isolating(*part))
+            for half in (0, 1):
+                part = {
+                    stream: stream_items[: len(stream_items) // 2]
+                    if half == 0
+                    else stream_items[len(stream_items) // 2 :]
+                    for stream, stream_items in items.items()
+                }
+                if any(part.values()):
+                    total.add(self._apply_isolating(part))
             return total
-        dead = [
-            DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries)
-            for result, items in ((signal_result, signals), (request_result, requests))
-            for index, reason in result.rejected.items()
-            for _event, entry in [items[index]]
-        ]
-        return Applied(
-            signals=signal_result.applied,
-            requests=request_result.applied,
-            duplicates=signal_result.duplicates + request_result.duplicates,
-            dead=dead,
-        )
+        applied = Applied()
+        for stream, result in results.items():
+            stream_items = items[stream]
+            applied.processed[stream] = result.applied
+            applied.duplicates += result.duplicates
+            applied.dead.extend(
+                DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries)
+                for index, reason in result.rejected.items()
+                for _event, entry in [stream_items[index]]
+            )
+        return applied
 
-    def _apply_with_retry(
-        self, signals: list[QuerySignal], requests: list[UpdateRequest], columns: SignalColumns | None
-    ):
+    def _apply_with_retry(self, events: dict[str, list[Any]], prepared: dict[str, Any]):
         """Apply in one transaction; while PostgreSQL is unreachable keep the batch in hand and retry.
 
         Retrying in-process (rather than re-reading from Redis) keeps delivery counts honest: an outage
@@ -534,7 +536,7 @@ class StreamWorker:
         delay = 0.1
         while True:
             try:
-                return stream_batch_apply(signals=signals, requests=requests, columns=columns)
+                return stream_batch_apply(handlers=self.handlers, events=events, prepared=prepared)
             except DB_TRANSIENT as error:
                 self.stats.transient_errors += 1
                 logger.warning("PostgreSQL unavailable (%s); retrying the batch in %.1f s", error, delay)

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
-from analytics.services import demand_buckets_add, hour_floor
+from analytics.definitions import hour_floor
+from analytics.demand import demand_buckets_add
 from entities.models import EntityDemand
 from streams.models import OutboxEvent
 from tests.entities.factories import EntityFactory, UserFactory

@@ -18,7 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from analytics.services import hour_floor
+from analytics.definitions import hour_floor
 from tests.analytics.helpers import queries_add
 from tests.entities.factories import EntityFactory
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import F
 
-from analytics.services import demand_buckets_add
+from analytics.demand import demand_buckets_add
 from entities.models import Entity, EntityDemand
 
 # A pinned clock: h0 (start of the current hour) is 2026-11-20 14:00 UTC.

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from analytics.services import hour_floor
+from analytics.definitions import hour_floor
 from entities.models import EntityDemand
 from tests.analytics.helpers import queries_add
 from tests.entities.factories import EntityFactory

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from django.db import connections, transaction
 
+from analytics.demand import demand_buckets_add, demand_windows_roll
 from analytics.selectors import demand_windows
-from analytics.services import demand_buckets_add, demand_windows_roll
 from tests.analytics.helpers import NOW, hours_ago
 from tests.entities.factories import EntityFactory
 

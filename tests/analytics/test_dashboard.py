@@ -9,8 +9,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from analytics.definitions import hour_floor
+from analytics.demand import demand_buckets_add
 from analytics.selectors import demand_stats
-from analytics.services import demand_buckets_add, hour_floor
 from entities.models import EntityDemand
 from streams.models import OutboxEvent
 from tests.entities.factories import EntityFactory

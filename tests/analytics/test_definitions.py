@@ -315,7 +315,7 @@ def test_timeseries_by_hour_includes_zero_hours():
 
 
 def test_prune_deletes_buckets_past_retention_and_keeps_the_windows(settings):
-    from analytics.services import demand_buckets_prune
+    from analytics.demand import demand_buckets_prune
 
     entity = EntityFactory()
     for days in (1, 59, 61, 89, 91, 200):

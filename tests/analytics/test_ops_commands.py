@@ -14,8 +14,10 @@ from django.core.management import CommandError, call_command
 from django.db.models import F
 from django.utils import timezone
 
+from analytics.definitions import hour_floor
+from analytics.demand import demand_buckets_add
 from analytics.models import DemandBucket
-from analytics.services import demand_buckets_add, hour_floor, refresh_claim_key
+from analytics.services import refresh_claim_key
 from entities.models import Entity, EntityDemand, RefreshRequest
 from streams.events import QuerySignal, dead_letter_fields
 from streams.models import OutboxEvent, ProcessedEvent

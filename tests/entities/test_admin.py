@@ -11,7 +11,8 @@ from django.conf import settings
 from django.contrib.messages import get_messages
 from django.utils import timezone
 
-from analytics.services import demand_buckets_add, hour_floor
+from analytics.definitions import hour_floor
+from analytics.demand import demand_buckets_add
 from entities.models import Entity, EntityDemand, RefreshRequest
 from streams.models import OutboxEvent
 from streams.publisher import redis_circuit

@@ -12,13 +12,14 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from analytics.demand import query_signals_apply
 from entities.answers import NOTHING_FOUND
 from entities.models import EntityDemand
 from streams.events import QuerySignal, event_parse
 from streams.models import OutboxEvent
 from streams.publisher import redis_circuit
 from streams.redis import redis_client as stream_redis
-from streams.services import outbox_relay, query_signals_apply
+from streams.services import outbox_relay
 from tests.entities.catalog import catalog_create
 
 URL = "/api/answer"

@@ -10,9 +10,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from analytics.definitions import hour_floor
+from analytics.demand import demand_buckets_add, demand_totals_rebuild
 from analytics.models import DemandBucket, DemandTotal
 from analytics.selectors import demand_stats
-from analytics.services import demand_buckets_add, demand_totals_rebuild, hour_floor
 from entities.imports import EntityRow
 from entities.models import Entity, EntityDemand, EntityType
 from entities.services import entities_upsert

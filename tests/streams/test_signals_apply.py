@@ -6,11 +6,10 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from analytics.demand import demand_windows_roll, query_signals_apply, signal_columns
 from analytics.models import DemandBucket, DemandWindow
-from analytics.services import demand_windows_roll
 from entities.models import EntityDemand
 from streams.models import ProcessedEvent
-from streams.services import query_signals_apply, signal_columns
 from tests.streams.pipeline import entities_make, signals_make, totals_assert
 
 H0 = datetime(2026, 11, 30, 12, tzinfo=UTC)

@@ -341,8 +341,8 @@ def test_an_entry_the_database_rejects_is_isolated_and_dead_lettered_while_the_r
 
 def test_housekeeping_rolls_the_trending_windows_when_an_hour_closes(db, redis_client, worker):
     from analytics.definitions import hour_floor
+    from analytics.demand import demand_windows_roll
     from analytics.models import DemandWindowState
-    from analytics.services import demand_windows_roll
 
     demand_windows_roll(now=timezone.now() - timedelta(hours=5))
     worker.groups_ensure()

@@ -29,8 +29,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from analytics.definitions import hour_floor
+from analytics.demand import demand_buckets_add, demand_totals_rebuild, demand_windows_roll
 from analytics.selectors import DEMAND_ORDER, demand_trending, demand_windows_sync
-from analytics.services import demand_buckets_add, demand_totals_rebuild, demand_windows_roll, hour_floor
 from entities.models import Entity, EntityType
 from kernel.databases import throwaway_database
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from analytics.services import demand_buckets_prune
+from analytics.demand import demand_buckets_prune
 from streams.services import inbox_prune
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from analytics.demand import demand_counters_rebuild
 from analytics.selectors import demand_counters_audit
-from analytics.services import demand_counters_rebuild
 
 SHOWN = 20
 
@@ -39,5 +39,7 @@ class Command(BaseCommand):
             if audit.differences:
                 raise SystemExit(1)
             return
-        fixed = demand_counters_rebuild()
+        fixed = demand_counters_rebuild(
+            entity_ids=[row["id"] for row in audit.differences], audit_from=audit.audit_from
+        )
         self.stdout.write(f"Demand rebuild: {fixed} entities corrected from their buckets; {scope}.")

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from mandate_wizard.metrics import worker_metrics_serve
+from streams.metrics import worker_metrics_serve
 from streams.worker import (
     DEFAULT_BATCH_SIZE,
     GIL_SWITCH_INTERVAL,

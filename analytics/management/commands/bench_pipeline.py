@@ -24,8 +24,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Sum
 
+from analytics.demand import demand_windows_roll
 from analytics.models import DemandBucket
-from analytics.services import demand_windows_roll
 from entities.models import Entity, EntityDemand
 from entities.services import demo_entities_seed
 from kernel.databases import throwaway_database
