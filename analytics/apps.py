@@ -11,7 +11,12 @@ class AnalyticsConfig(AppConfig):
 
     def ready(self) -> None:
         # analytics.demand imports the models, which load only once the app registry is ready.
-        from analytics.demand import demand_windows_roll, query_signal_batch_apply, query_signal_batch_prepare
+        from analytics.demand import (
+            demand_totals_sync,
+            demand_windows_roll,
+            query_signal_batch_apply,
+            query_signal_batch_prepare,
+        )
 
         batch_handler_register(
             BatchHandler(
@@ -24,3 +29,6 @@ class AnalyticsConfig(AppConfig):
         chore_register(
             Chore(name="demand_windows_roll", run=demand_windows_roll, key=lambda: hour_floor(timezone.now()))
         )
+        # The totals count stale candidates at STALE_MIN_DEMAND_SCORE; readers count them on their own
+        # while the setting differs from the one the totals were built with.
+        chore_register(Chore(name="demand_totals_sync", run=demand_totals_sync, interval=60.0))

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.conf import settings
+
 # Trending timeframes: name -> window length in hours. DemandWindow's field suffixes follow the names.
 TIMEFRAME_HOURS = {"1d": 24, "7d": 168, "30d": 720}
 # The oldest hour any window holds is h0 - (WINDOW_SPAN_HOURS - 1)h.
 WINDOW_SPAN_HOURS = 2 * max(TIMEFRAME_HOURS.values())
+
+
+def stale_criteria() -> tuple[int, int]:
+    """The default stale criteria: (STALE_MIN_DEMAND_SCORE, STALE_DAYS_SINCE_UPDATE)."""
+    return settings.STALE_MIN_DEMAND_SCORE, settings.STALE_DAYS_SINCE_UPDATE
 
 
 def hour_floor(moment: datetime) -> datetime:
@@ -49,3 +56,36 @@ def stored_window_sums_sql(*, amount: str, hour: str, h0: str) -> list[str]:
 
 # For every hour offset k here, a stored window gains or loses the bucket of hour h0 - k when h0 moves.
 WINDOW_EDGE_OFFSETS = sorted({1} | set(TIMEFRAME_HOURS.values()) | {2 * h for h in TIMEFRAME_HOURS.values()})
+# DemandWindow's counter columns, in stored_window_sums_sql's order.
+WINDOW_COLUMNS = [f"{period}_{timeframe}" for timeframe in TIMEFRAME_HOURS for period in ("current", "previous")]
+
+
+def window_sums_sql(*, h0: str) -> str:
+    """A SELECT of (entity_id, WINDOW_COLUMNS...): every entity's stored windows relative to `h0`, from
+    the buckets alone (the windows' full build). `h0` is a SQL timestamptz expression."""
+    sums = stored_window_sums_sql(amount="count", hour="hour", h0=h0)
+    return f"""
+    SELECT entity_id, {", ".join(f"{total} AS {column}" for total, column in zip(sums, WINDOW_COLUMNS, strict=True))}
+    FROM analytics_demandbucket
+    WHERE hour < {h0} AND hour > {h0} - interval '{WINDOW_SPAN_HOURS} hours'
+    GROUP BY entity_id"""  # noqa: S608 - built from constants only
+
+
+def window_deltas_sql(*, old: str, new: str) -> str:
+    """A SELECT of (entity_id, WINDOW_COLUMNS...): what moves windows stored relative to `old` to `new`.
+
+    Reads only the buckets of the hours that enter or leave a window between the two (SQL timestamptz
+    expressions, less than WINDOW_SPAN_HOURS apart).
+    """
+    lo, hi = f"LEAST({old}, {new})", f"GREATEST({old}, {new})"
+    edges = " OR ".join(
+        f"(hour > {lo} - interval '{k} hours' AND hour <= {hi} - interval '{k} hours')" for k in WINDOW_EDGE_OFFSETS
+    )
+    new_sums = stored_window_sums_sql(amount="count", hour="hour", h0=new)
+    old_sums = stored_window_sums_sql(amount="count", hour="hour", h0=old)
+    deltas = ", ".join(f"{n} - {o} AS {c}" for n, o, c in zip(new_sums, old_sums, WINDOW_COLUMNS, strict=True))
+    return f"""
+    SELECT entity_id, {deltas}
+    FROM analytics_demandbucket
+    WHERE {edges}
+    GROUP BY entity_id"""  # noqa: S608 - built from constants only

@@ -24,13 +24,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from analytics.definitions import (
-    TIMEFRAME_HOURS,
-    WINDOW_EDGE_OFFSETS,
+    WINDOW_COLUMNS,
     WINDOW_SPAN_HOURS,
     hour_floor,
     stored_window_sums_sql,
+    window_deltas_sql,
+    window_sums_sql,
 )
-from analytics.models import DemandBucket
+from analytics.models import DemandBucket, DemandWindowState
 from kernel.databases import pg_array_literal
 from streams.events import QuerySignal
 from streams.handlers import ApplyResult
@@ -38,7 +39,6 @@ from streams.services import inbox_insert_sql
 
 # Writers of buckets hold it shared, a roll holds it exclusive: a roll never misses a bucket in flight.
 DEMAND_WINDOWS_LOCK = 0x4D57_4457  # "MWDW"
-WINDOW_COLUMNS = [f"{period}_{timeframe}" for timeframe in TIMEFRAME_HOURS for period in ("current", "previous")]
 _COLUMNS = ", ".join(WINDOW_COLUMNS)
 
 _ADDED_SUMS = ", ".join(stored_window_sums_sql(amount="added.amount", hour="added.hour", h0="state.hour"))
@@ -78,28 +78,12 @@ SELECT NULL
 """  # noqa: S608 - built from constants only
 
 _REBUILD_SQL = f"""
-INSERT INTO analytics_demandwindow (entity_id, {_COLUMNS})
-SELECT entity_id, {", ".join(stored_window_sums_sql(amount="count", hour="hour", h0="%(h0)s::timestamptz"))}
-FROM analytics_demandbucket
-WHERE hour < %(h0)s AND hour > %(h0)s::timestamptz - interval '{WINDOW_SPAN_HOURS} hours'
-GROUP BY entity_id
-"""  # noqa: S608 - built from constants only
+INSERT INTO analytics_demandwindow (entity_id, {_COLUMNS}) {window_sums_sql(h0="%(h0)s::timestamptz")}
+"""
 
-# Only the buckets of hours that enter or leave a stored window between the two h0 are read.
-_EDGES_SQL = " OR ".join(
-    f"(hour > %(lo)s::timestamptz - interval '{k} hours' AND hour <= %(hi)s::timestamptz - interval '{k} hours')"
-    for k in WINDOW_EDGE_OFFSETS
-)
-_NEW_SUMS = stored_window_sums_sql(amount="count", hour="hour", h0="%(new)s::timestamptz")
-_OLD_SUMS = stored_window_sums_sql(amount="count", hour="hour", h0="%(old)s::timestamptz")
-_DELTAS = ", ".join(f"{new} - {old} AS {c}" for new, old, c in zip(_NEW_SUMS, _OLD_SUMS, WINDOW_COLUMNS, strict=True))
 _ROLL_SQL = f"""
 MERGE INTO analytics_demandwindow AS w
-USING (
-    SELECT entity_id, {_DELTAS}
-    FROM analytics_demandbucket
-    WHERE {_EDGES_SQL}
-    GROUP BY entity_id
+USING ({window_deltas_sql(old="%(old)s::timestamptz", new="%(new)s::timestamptz")}
 ) AS d ON w.entity_id = d.entity_id
 WHEN MATCHED AND {" AND ".join(f"w.{c} + d.{c} = 0" for c in WINDOW_COLUMNS)} THEN DELETE
 WHEN MATCHED THEN UPDATE SET {", ".join(f"{c} = w.{c} + d.{c}" for c in WINDOW_COLUMNS)}
@@ -155,8 +139,7 @@ def demand_windows_roll(*, now: datetime | None = None) -> datetime:
             cursor.execute("DELETE FROM analytics_demandwindow")
             cursor.execute(_REBUILD_SQL, {"h0": target})
         else:
-            lo, hi = min(current, target), max(current, target)
-            cursor.execute(_ROLL_SQL, {"old": current, "new": target, "lo": lo, "hi": hi})
+            cursor.execute(_ROLL_SQL, {"old": current, "new": target})
         cursor.execute(
             "INSERT INTO analytics_demandwindowstate (id, hour) VALUES (1, %s)"
             " ON CONFLICT (id) DO UPDATE SET hour = EXCLUDED.hour",
@@ -190,6 +173,17 @@ def demand_totals_rebuild(*, stale_min_demand_score: int) -> None:
             """,
             [stale_min_demand_score],
         )
+
+
+def demand_totals_sync() -> bool:
+    """Rebuild the totals when STALE_MIN_DEMAND_SCORE differs from the one they were built with; return
+    whether it did. A periodic chore of the worker (readers count the stale candidates themselves until then).
+    """
+    minimum = settings.STALE_MIN_DEMAND_SCORE
+    if DemandWindowState.objects.filter(pk=1).values_list("stale_min_demand_score", flat=True).first() == minimum:
+        return False
+    demand_totals_rebuild(stale_min_demand_score=minimum)
+    return True
 
 
 def demand_buckets_prune(*, now: datetime | None = None) -> int:

@@ -1,4 +1,8 @@
-"""Reads of demand: stats, top, trending, stale, one entity's demand and its timeseries.
+"""Reads of demand: stats, top, trending, stale, one entity's demand and its timeseries. They only read.
+
+The stored windows are relative to the hour the worker last rolled them to; a reader whose hour differs
+(the worker stopped, an hour just closed, a pinned `now`) computes the difference on the fly from the
+buckets (`demand_windows_sql`) and never rolls them itself.
 
 Each definition (windows, trending, stale / needs_update, query frequency, growth) is implemented once
 here; the API, the admin, the dashboard and the benchmark call these functions. Every function takes
@@ -14,12 +18,22 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 from django.utils import timezone
 
-from analytics.definitions import TIMEFRAME_HOURS, hour_floor, trend_score_sql, trending_sql
-from analytics.demand import demand_totals_rebuild, demand_windows_roll
+from analytics.definitions import (
+    TIMEFRAME_HOURS,
+    WINDOW_COLUMNS,
+    WINDOW_SPAN_HOURS,
+    hour_floor,
+    stale_criteria,
+    trend_score_sql,
+    trending_sql,
+    window_deltas_sql,
+    window_sums_sql,
+)
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
 from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
 
@@ -89,7 +103,7 @@ def _live_window_sql(timeframe: str, *, stored: str = "w", open_hour: str = "o")
     )
 
 
-def _open_hour_sql(timeframe: str) -> str:
+def _open_hour_sql(timeframe: str, windows: str) -> str:
     """CTEs `open_hour` and `live_open`: the entities with events in the open hour h0, with their stored
     (stored_cur, stored_prev) and live (cur, prev) counts for `timeframe`. The open hour holds a small
     share of the entities: their window rows are fetched by id in one index scan."""
@@ -97,7 +111,7 @@ def _open_hour_sql(timeframe: str) -> str:
     return f"""
         open_hour AS MATERIALIZED (SELECT entity_id, count FROM analytics_demandbucket WHERE hour = %(h0)s),
         open_windows AS MATERIALIZED (
-            SELECT entity_id, current_{timeframe}, previous_{timeframe} FROM analytics_demandwindow
+            SELECT entity_id, current_{timeframe}, previous_{timeframe} FROM {windows} AS stored
             WHERE entity_id = ANY(ARRAY(SELECT entity_id FROM open_hour))
         ),
         live_open AS (
@@ -116,11 +130,27 @@ def demand_trending_condition(*, timeframe: str, now: datetime | None = None, pr
 
     The ORM form of `analytics.definitions.trending_sql` over the live window (stored + open hour);
     tests hold it equal to `demand_trending`. `prefix` is the path from Entity to its DemandWindow.
-    Call `demand_windows_sync(now=...)` first.
+    When the stored windows are not as of `now`'s hour, the condition reads them through
+    `demand_windows_sql` instead (an id subquery).
     """
     if timeframe not in TIMEFRAME_HOURS:
         raise ValueError(f"unknown timeframe {timeframe!r}")
     h0 = hour_floor(now or timezone.now())
+    windows = demand_windows_sql(h0=h0)
+    if windows != "analytics_demandwindow":
+        current_sql, previous_sql = _live_window_sql(timeframe)
+        trending = trending_sql(current=current_sql, previous=previous_sql, minimum="%s")
+        return Q(
+            pk__in=RawSQL(
+                f"""
+                SELECT coalesce(w.entity_id, o.entity_id) FROM {windows} AS w
+                FULL JOIN (SELECT entity_id, count FROM analytics_demandbucket WHERE hour = %s) AS o
+                    ON o.entity_id = w.entity_id
+                WHERE {trending}
+                """,  # noqa: S608 - built from constants only
+                [h0, settings.TRENDING_MIN_QUERIES],
+            )
+        )
     open_hour = DemandBucket.objects.filter(entity_id=OuterRef("pk"), hour=h0).values("count")[:1]
     current = Coalesce(F(f"{prefix}current_{timeframe}"), 0) + Coalesce(Subquery(open_hour), 0)
     previous = Coalesce(F(f"{prefix}previous_{timeframe}"), 0)
@@ -135,10 +165,11 @@ def demand_stale_condition(
     A condition on Entity querysets: the counters are on the entity's demand row (`demand__`), the
     content time on the entity.
     """
+    default_score, default_days = stale_criteria()
     if min_demand_score is None:
-        min_demand_score = settings.STALE_MIN_DEMAND_SCORE
+        min_demand_score = default_score
     if days_since_update is None:
-        days_since_update = settings.STALE_DAYS_SINCE_UPDATE
+        days_since_update = default_days
     return Q(
         demand__demand_score__gte=min_demand_score,
         updated_at__lt=demand_stale_cutoff(now=now, days=days_since_update),
@@ -150,15 +181,33 @@ def demand_stale_cutoff(*, now: datetime | None = None, days: int) -> datetime:
     return (now or timezone.now()) - timedelta(days=days)
 
 
-def demand_windows_sync(*, now: datetime | None = None) -> datetime:
-    """Return h0 for `now`, first rolling the windows to it when they are relative to another hour.
+def _timestamp_sql(moment: datetime) -> str:
+    return f"'{moment.isoformat()}'::timestamptz"
 
-    The windows are a read model: the first read of each hour moves them (a few hours of buckets).
+
+def demand_windows_sql(*, h0: datetime) -> str:
+    """A relation of (entity_id, WINDOW_COLUMNS..., trend_score_<timeframe>...): the stored windows as of `h0`.
+
+    The stored table when the worker has rolled it to `h0` (the usual case); otherwise the stored rows
+    plus the buckets that enter or leave a window between their hour and `h0`, or, when they are 60
+    days or more apart (or never built), the windows computed from the buckets alone. Read-only, so a
+    reader answers correctly while the worker is not running, only more slowly.
     """
-    h0 = hour_floor(now or timezone.now())
-    if DemandWindowState.objects.filter(pk=1).values_list("hour", flat=True).first() != h0:
-        demand_windows_roll(now=h0)
-    return h0
+    stored = DemandWindowState.objects.filter(pk=1).values_list("hour", flat=True).first()
+    if stored == h0:
+        return "analytics_demandwindow"
+    if stored is None or abs(h0 - stored) >= timedelta(hours=WINDOW_SPAN_HOURS):
+        windows = window_sums_sql(h0=_timestamp_sql(h0))
+    else:
+        deltas = window_deltas_sql(old=_timestamp_sql(stored), new=_timestamp_sql(h0))
+        moved = ", ".join(f"coalesce(s.{c}, 0) + coalesce(d.{c}, 0) AS {c}" for c in WINDOW_COLUMNS)
+        windows = f"""
+            SELECT coalesce(s.entity_id, d.entity_id) AS entity_id, {moved}
+            FROM analytics_demandwindow AS s FULL JOIN ({deltas}) AS d ON d.entity_id = s.entity_id"""  # noqa: S608
+    scores = ", ".join(
+        f"{trend_score_sql(current=f'current_{t}', previous=f'previous_{t}')} AS trend_score_{t}" for t in TIMEFRAMES
+    )
+    return f"(SELECT windows.*, {scores} FROM ({windows}) AS windows)"  # noqa: S608 - built from constants only
 
 
 def _recent_candidates_count(*, minimum: int, cutoff: datetime, most_are_candidates: bool) -> int:
@@ -177,10 +226,8 @@ def _recent_candidates_count(*, minimum: int, cutoff: datetime, most_are_candida
 def demand_stats(*, now: datetime | None = None) -> dict:
     """Totals over all entities, the 7d trending count and the default-criteria stale count."""
     now = now or timezone.now()
-    minimum, days = settings.STALE_MIN_DEMAND_SCORE, settings.STALE_DAYS_SINCE_UPDATE
-    state = DemandWindowState.objects.filter(pk=1).values_list("stale_min_demand_score", flat=True).first()
-    if state != minimum:
-        demand_totals_rebuild(stale_min_demand_score=minimum)
+    minimum, days = stale_criteria()
+    built_for = DemandWindowState.objects.filter(pk=1).values_list("stale_min_demand_score", flat=True).first()
     per_type = list(
         DemandTotal.objects.order_by()
         .values("entity_type")
@@ -192,7 +239,12 @@ def demand_stats(*, now: datetime | None = None) -> dict:
             stale_candidates=Sum("stale_candidates"),
         )
     )
-    candidates = sum(row["stale_candidates"] for row in per_type)
+    if built_for == minimum:
+        candidates = sum(row["stale_candidates"] for row in per_type)
+    else:
+        # The totals count candidates at another threshold until the worker rebuilds them
+        # (analytics.demand.demand_totals_sync): count them here, from the demand_score index.
+        candidates = EntityDemand.objects.filter(demand_score__gte=minimum).count()
     entities = sum(row["entities"] for row in per_type)
     with_demand = sum(row["with_demand"] for row in per_type)
     score_sum = sum(row["score_sum"] for row in per_type)
@@ -255,12 +307,13 @@ def demand_top(
 
 def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None) -> int:
     """How many entities trend over `timeframe`."""
-    h0 = demand_windows_sync(now=now)
+    h0 = hour_floor(now or timezone.now())
+    windows = demand_windows_sql(h0=h0)
     stored = trending_sql(current=f"current_{timeframe}", previous=f"previous_{timeframe}", minimum="%(min)s")
     # All stored rows that trend (from the partial index alone), corrected for the open hour's entities.
     sql = f"""
-        WITH {_open_hour_sql(timeframe)}
-        SELECT (SELECT count(*) FROM analytics_demandwindow WHERE {stored})
+        WITH {_open_hour_sql(timeframe, windows)}
+        SELECT (SELECT count(*) FROM {windows} AS stored WHERE {stored})
              - (SELECT count(*) FROM live_open
                 WHERE {trending_sql(current="stored_cur", previous="stored_prev", minimum="%(min)s")})
              + (SELECT count(*) FROM live_open WHERE {trending_sql(current="cur", previous="prev", minimum="%(min)s")})
@@ -272,20 +325,21 @@ def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None)
 
 def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
     """Trending entities by trend_score desc, then current-window queries desc, then name."""
-    h0 = demand_windows_sync(now=now)
+    h0 = hour_floor(now or timezone.now())
+    windows = demand_windows_sql(h0=h0)
     stored_current, stored_previous = f"w.current_{timeframe}", f"w.previous_{timeframe}"
     # The open hour's entities are scored on their live counts; the others come in stored-trend order
     # from the partial index. WITH TIES keeps every row that ties on (score, current), so the final
     # order by name is exact; names are read for those few rows only.
     sql = f"""
-        WITH {_open_hour_sql(timeframe)},
+        WITH {_open_hour_sql(timeframe, windows)},
         candidates AS (
             SELECT entity_id, cur, prev FROM live_open
             WHERE {trending_sql(current="cur", previous="prev", minimum="%(min)s")}
             UNION ALL
             (
                 SELECT w.entity_id, {stored_current}, {stored_previous}
-                FROM analytics_demandwindow AS w
+                FROM {windows} AS w
                 WHERE {trending_sql(current=stored_current, previous=stored_previous, minimum="%(min)s")}
                   AND {_NOT_OPEN}
                 ORDER BY w.trend_score_{timeframe} DESC, {stored_current} DESC
@@ -352,7 +406,8 @@ def demand_stale(
 
 def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict[str, dict]:
     """One entity's current and previous window counts, growth, trend_score and trending flag per timeframe."""
-    h0 = demand_windows_sync(now=now)
+    h0 = hour_floor(now or timezone.now())
+    windows = demand_windows_sql(h0=h0)
     columns = []
     for timeframe in TIMEFRAMES:
         current, previous = _live_window_sql(timeframe)
@@ -367,7 +422,7 @@ def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict
         FROM (
             SELECT sum(count) AS count FROM analytics_demandbucket WHERE entity_id = %(id)s AND hour = %(h0)s
         ) AS o
-        LEFT JOIN analytics_demandwindow AS w ON w.entity_id = %(id)s
+        LEFT JOIN {windows} AS w ON w.entity_id = %(id)s
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
     with connection.cursor() as cursor:
         cursor.execute(sql, {"id": entity_id, "h0": h0, "min": settings.TRENDING_MIN_QUERIES})

@@ -24,7 +24,6 @@ from analytics.selectors import (
     demand_stale_condition,
     demand_timeseries,
     demand_trending_condition,
-    demand_windows_sync,
 )
 from entities.models import Entity, RefreshRequest
 from entities.selectors import DEMAND_COUNTERS, HAS_DEMAND_ROW
@@ -117,10 +116,6 @@ class EntityAdmin(admin.ModelAdmin):
                 ),
             )
         )
-
-    def changelist_view(self, request, extra_context=None):
-        demand_windows_sync()  # trending reads the windows of the current hour
-        return super().changelist_view(request, extra_context)
 
     @admin.display(description="demand score", ordering="demand__demand_score")
     def demand_score(self, entity: Entity) -> int:

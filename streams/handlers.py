@@ -31,7 +31,8 @@ class BatchHandler:
     `apply(events, prepared)` returns an ApplyResult whose `rejected` maps an index of `events` to a
     reason (those entries are dead-lettered). `prepare(events)`, when given, runs in the read-ahead
     thread without the database; its result is `prepared` (None when the consumer split a batch).
-    Handlers run in registration order, which is the order their locks are taken in.
+    Handlers run in registration order, which is INSTALLED_APPS order (entities, then analytics) and the
+    order their locks are taken in: entity rows, then demand rows, as an entity's delete takes them.
     """
 
     stream_setting: str

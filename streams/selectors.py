@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import Count, Min
 
 from streams.events import HEARTBEAT_PREFIX, dead_letter_decode, heartbeat_decode
+from streams.handlers import batch_handlers
 from streams.models import OutboxEvent
 from streams.redis import redis_client
 
@@ -17,8 +18,8 @@ LAG_COUNT_CAP = 10_000
 
 
 def pipeline_streams() -> tuple[str, ...]:
-    """The streams the worker group consumes."""
-    return (settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS)
+    """The streams the worker group consumes: those with a registered handler (streams.handlers), by name."""
+    return tuple(sorted(handler.stream for handler in batch_handlers()))
 
 
 def _entry_id(entry: Any) -> str | None:

@@ -27,6 +27,7 @@ from streams.events import InvalidEvent, event_parse, heartbeat_fields, heartbea
 from streams.handlers import BatchHandler, batch_handlers, chores
 from streams.metrics import worker_batch_observe
 from streams.redis import redis_client
+from streams.selectors import pipeline_streams
 from streams.services import DeadEntry, inbox_prune, outbox_relay, stream_batch_apply, stream_entries_settle
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class StreamWorker:
         self.consumer = consumer or default_consumer_name()
         # Registration order is lock order (streams.handlers); it is fixed for the worker's life.
         self.handlers: list[BatchHandler] = batch_handlers()
-        self.streams = list(streams or (handler.stream for handler in self.handlers))
+        self.streams = list(streams or pipeline_streams())
         self.group = settings.STREAM_CONSUMER_GROUP
         self.batch_size = batch_size
         self.block_ms = block_ms

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from django.db.models import F
 
+from analytics.demand import demand_windows_roll
 from analytics.models import DemandBucket, DemandWindow
 from analytics.selectors import (
     demand_entity,
@@ -348,21 +349,26 @@ def test_trending_ties_across_the_open_hour_and_the_stored_windows():
 
 def test_events_of_the_open_hour_touch_only_buckets_until_the_hour_closes():
     entity = EntityFactory()
-    demand_windows(entity_id=entity.pk, now=NOW)  # windows relative to H0
+    demand_windows_roll(now=NOW)  # windows relative to H0
     queries_add(entity, H0, 3)
     assert not DemandWindow.objects.filter(pk=entity.pk).exists()  # the worker's common case: buckets only
     assert window(entity, "1d") == (3, 0)
     assert demand_trending_count(timeframe="1d", now=NOW) == 1
     queries_add(entity, H0 + timedelta(hours=2), 4)  # ahead of the stored windows' hour
     assert window(entity, "1d") == (3, 0)
+    # Two hours on, before any roll: the reader computes the closed hours itself and writes nothing.
     assert window(entity, "1d", now=NOW + timedelta(hours=2)) == (7, 0)
+    assert demand_trending_count(timeframe="1d", now=NOW + timedelta(hours=2)) == 1
+    assert not DemandWindow.objects.filter(pk=entity.pk).exists()
+    demand_windows_roll(now=NOW + timedelta(hours=2))  # the worker's chore
     assert DemandWindow.objects.get(pk=entity.pk).current_1d == 3  # H0 closed; H0+2h is the open hour
+    assert window(entity, "1d", now=NOW + timedelta(hours=2)) == (7, 0)
 
 
 def test_the_orm_trending_condition_agrees_with_demand_trending():
     from django.db.models import BooleanField, ExpressionWrapper
 
-    from analytics.selectors import demand_trending_condition, demand_windows_sync
+    from analytics.selectors import demand_trending_condition
 
     specs = [(6, 3, H0), (4, 0, hours_ago(2)), (5, 5, H0), (2, 0, H0), (3, 2, hours_ago(1)), (9, 1, H0)]
     for index, (current, previous, hour) in enumerate(specs):
@@ -370,13 +376,17 @@ def test_the_orm_trending_condition_agrees_with_demand_trending():
         queries_add(entity, hour, current)
         if previous:
             queries_add(entity, hours_ago(40), previous)
-    demand_windows_sync(now=NOW)
-    condition = demand_trending_condition(timeframe="1d", now=NOW)
-    expected = {row["name"] for row in demand_trending(timeframe="1d", limit=50, now=NOW)}
-    assert expected == {"e0", "e1", "e4", "e5"}
-    assert set(Entity.objects.filter(condition).values_list("name", flat=True)) == expected
-    flags = Entity.objects.annotate(trending=ExpressionWrapper(condition, output_field=BooleanField()))
-    assert {e.name for e in flags if e.trending} == expected
+    # Windows stored as of another hour (the worker not running), then rolled to NOW's: the same answer.
+    demand_windows_roll(now=NOW - timedelta(hours=3))
+    for rolled in (False, True):
+        if rolled:
+            demand_windows_roll(now=NOW)
+        condition = demand_trending_condition(timeframe="1d", now=NOW)
+        expected = {row["name"] for row in demand_trending(timeframe="1d", limit=50, now=NOW)}
+        assert expected == {"e0", "e1", "e4", "e5"}
+        assert set(Entity.objects.filter(condition).values_list("name", flat=True)) == expected
+        flags = Entity.objects.annotate(trending=ExpressionWrapper(condition, output_field=BooleanField()))
+        assert {e.name for e in flags if e.trending} == expected
 
 
 def test_stats_totals_follow_inserts_updates_type_changes_and_deletes(settings):
