@@ -1,7 +1,10 @@
-"""The admin's "Demand dashboard": stats, top, trending, stale, 30 days of queries and stream health.
+"""The demand admin: the "Demand dashboard", and demand in the entity store's admin.
 
-Every number comes from analytics.selectors and streams.selectors, the same functions the API uses.
-The page is linked from the admin index (`index_template`) and routed in mandate_wizard/urls.py.
+The dashboard shows stats, top, trending, stale, 30 days of queries and stream health; it is linked
+from the admin index (`index_template`) and routed in mandate_wizard/urls.py. `DemandEntityAdmin`
+extends entities' EntityAdmin with the needs-update and 7-day trending columns and filters and an
+entity's demand and chart, and takes its place. Every number comes from analytics.selectors and
+streams.selectors, the same functions the API uses; nothing here re-derives them.
 """
 
 from __future__ import annotations
@@ -10,18 +13,32 @@ import logging
 
 import redis
 from django.contrib import admin
+from django.db.models import BooleanField, ExpressionWrapper
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from analytics.charts import timeseries_chart
-from analytics.selectors import TIMEFRAMES, demand_stale, demand_stats, demand_timeseries, demand_top, demand_trending
+from analytics.selectors import (
+    TIMEFRAMES,
+    demand_entity,
+    demand_stale,
+    demand_stale_condition,
+    demand_stats,
+    demand_timeseries,
+    demand_top,
+    demand_trending,
+    demand_trending_condition,
+)
+from entities.admin import EntityAdmin
+from entities.models import Entity
 from streams.selectors import streams_info
 
 logger = logging.getLogger(__name__)
 
 DASHBOARD_ROWS = 10
 CHART_DAYS = 30
+RECENT_REFRESH_REQUESTS = 20
 
 admin.site.index_template = "analytics/admin/index.html"
 
@@ -57,3 +74,90 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
 
 
 demand_dashboard_view = admin.site.admin_view(demand_dashboard)
+
+
+class NeedsUpdateFilter(admin.SimpleListFilter):
+    title = "needs update"
+    parameter_name = "needs_update"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Yes"), ("no", "No"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(demand_stale_condition())
+        if self.value() == "no":
+            return queryset.exclude(demand_stale_condition())
+        return queryset
+
+
+class Trending7dFilter(admin.SimpleListFilter):
+    title = "trending (7d)"
+    parameter_name = "trending_7d"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Yes"), ("no", "No"))
+
+    def queryset(self, request, queryset):
+        trending = demand_trending_condition(timeframe="7d", prefix="demand_window__")
+        if self.value() == "yes":
+            return queryset.filter(trending)
+        if self.value() == "no":
+            return queryset.exclude(trending)
+        return queryset
+
+
+class DemandEntityAdmin(EntityAdmin):
+    """The entity admin with demand: needs-update and 7-day trending, and an entity's demand and chart."""
+
+    list_display = (
+        "name",
+        "entity_type",
+        "demand_score",
+        "query_count",
+        "last_queried_at",
+        "needs_update",
+        "trending_7d",
+        "updated_at",
+    )
+    list_filter = ("entity_type", NeedsUpdateFilter, Trending7dFilter)
+    change_form_template = "analytics/admin/entity_change_form.html"
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                needs_update=ExpressionWrapper(demand_stale_condition(), output_field=BooleanField()),
+                trending_7d=ExpressionWrapper(
+                    demand_trending_condition(timeframe="7d", prefix="demand_window__"), output_field=BooleanField()
+                ),
+            )
+        )
+
+    @admin.display(boolean=True, description="needs update", ordering="needs_update")
+    def needs_update(self, entity: Entity) -> bool:
+        return entity.needs_update
+
+    @admin.display(boolean=True, description="trending 7d", ordering="trending_7d")
+    def trending_7d(self, entity: Entity) -> bool:
+        # The windows' LEFT JOIN gives NULL for an entity with no recent demand: not trending.
+        return bool(entity.trending_7d)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        entity = self.get_object(request, object_id)
+        if entity is not None:
+            series = demand_timeseries(entity_id=entity.pk, days=CHART_DAYS, interval="day")
+            extra_context = {
+                **(extra_context or {}),
+                "demand": demand_entity(entity=entity),
+                "demand_series": series,
+                "demand_chart": timeseries_chart(series=series, title=f"{entity.name}: queries per day"),
+                "refresh_requests": entity.refresh_requests.all()[:RECENT_REFRESH_REQUESTS],
+                "refresh_request_count": entity.refresh_requests.count(),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+admin.site.unregister(Entity)
+admin.site.register(Entity, DemandEntityAdmin)

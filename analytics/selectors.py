@@ -35,13 +35,11 @@ from analytics.definitions import (
     window_sums_sql,
 )
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
-from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
+from entities.models import DEMAND_ORDER, Entity, EntityDemand, EntityType, RefreshRequest
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
 INTERVALS = ("day", "hour")
 ENTITY_TYPES = tuple(EntityType.values)
-# Demand order of Entity querysets: the counters live on the entity's demand row.
-DEMAND_ORDER = ("-demand__demand_score", "-demand__query_count", "name")
 _COUNTERS = {
     "demand_score": F("demand__demand_score"),
     "query_count": F("demand__query_count"),

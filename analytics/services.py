@@ -12,6 +12,12 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from analytics.selectors import demand_stale_condition
+from entities.models import DEMAND_ORDER, Entity
+from streams.events import MAX_ENTITY_IDS
+from streams.publisher import update_requests_publish
+from streams.redis import redis_client
+
 
 def refresh_claim_key(entity_id: uuid.UUID) -> str:
     """One refresh request per entity per day: this key (24 h TTL) is claimed before publishing."""
@@ -30,6 +36,8 @@ class StaleRefreshOutcome:
     skipped_recent: int = 0
     event_ids: list[uuid.UUID] = field(default_factory=list)
     outboxed: int = 0
+    # Entities whose request neither Redis nor the outbox took (their claims were released); then it stopped.
+    lost: int = 0
 
 
 def stale_entities_refresh_request(
@@ -46,13 +54,6 @@ def stale_entities_refresh_request(
     the worker has processed the request) and a Redis key set with NX and a 24 h TTL (immediate, so two
     runs a minute apart cannot both request an entity whose first request is still in the stream).
     """
-    # Late imports: the publisher's module imports the worker's services, which import this module.
-    from analytics.selectors import DEMAND_ORDER, demand_stale_condition
-    from entities.models import Entity
-    from streams.events import MAX_ENTITY_IDS, UpdateRequest
-    from streams.publisher import update_request_publish
-    from streams.redis import redis_client
-
     now = now or timezone.now()
     stale = Entity.objects.filter(
         demand_stale_condition(now=now, min_demand_score=min_demand_score, days_since_update=days_since_update)
@@ -87,11 +88,12 @@ def stale_entities_refresh_request(
         outcome.requested.extend(claimed)
         if dry_run:
             continue
-        request = UpdateRequest.new(entity_ids=claimed, operation="refresh", source=STALE_REFRESH_SOURCE)
-        published = update_request_publish(request=request)
+        published = update_requests_publish(entity_ids=claimed, operation="refresh", source=STALE_REFRESH_SOURCE)
         if published.lost:
             client.delete(*(refresh_claim_key(eid) for eid in claimed))
-            raise RuntimeError(f"Neither Redis nor the outbox took the refresh request for {len(claimed)} entities")
-        outcome.event_ids.append(request.event_id)
+            outcome.requested = outcome.requested[: -len(claimed)]
+            outcome.lost = len(claimed)
+            return outcome
+        outcome.event_ids.extend(published.event_ids)
         outcome.outboxed += published.outboxed
     return outcome

@@ -12,6 +12,10 @@ from pgvector.django import HnswIndex, VectorField
 
 from streams.events import SOURCE_MAX_LENGTH
 
+# The demand order of Entity querysets, written once: the counters of the entity's demand row, then name.
+# The default ordering, the entity API's, the admin's and analytics' rankings use it.
+DEMAND_ORDER = ("-demand__demand_score", "-demand__query_count", "name")
+
 EMBEDDING_DIMENSIONS = 1024
 
 
@@ -52,7 +56,7 @@ class Entity(models.Model):
 
     class Meta:
         verbose_name_plural = "entities"
-        ordering = ["-demand__demand_score", "-demand__query_count", "name"]
+        ordering = DEMAND_ORDER
         constraints = [
             models.CheckConstraint(condition=~models.Q(name__regex=r"^\s*$"), name="entity_name_not_blank"),
             models.CheckConstraint(condition=models.Q(entity_type__in=EntityType.values), name="entity_type_known"),

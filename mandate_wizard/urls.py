@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from analytics.admin import demand_dashboard_view
 from entities.answer_apis import AnswerApi
+from entities.apis import UpdateRequestView
 from mandate_wizard.auth import AnswerUserThrottle, LoginApi, RefreshApi
 from mandate_wizard.metrics import MetricsView
 
@@ -51,6 +52,8 @@ urlpatterns = [
     path("api/answer", AnswerApi.as_view(throttle_classes=[AnswerUserThrottle]), name="answer"),
     path("api/", include("entities.urls")),
     path("api/analytics/demand/", include("analytics.urls")),
+    # Publishing UpdateRequests checks the entities, so the entity store serves it beside the operators' API.
+    path("api/events/update-request", UpdateRequestView.as_view(), name="events-update-request"),
     path("api/events/", include("streams.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path(

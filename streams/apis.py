@@ -1,4 +1,7 @@
-"""Operators' HTTP API over the event pipeline: streams info, update requests, dead letters. Staff only."""
+"""Operators' HTTP API over the event pipeline: streams info and dead letters. Staff only.
+
+Publishing UpdateRequests (`POST /api/events/update-request`) is the entity store's: entities.apis.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from entities.models import Entity
 from kernel.openapi import ERROR_RESPONSES
 from kernel.pagination import int_param
 from kernel.permissions import StaffOnly
-from streams.events import MAX_ENTITY_IDS, OPERATIONS, UpdateRequest
-from streams.publisher import update_request_publish
 from streams.selectors import dead_letter_length, dead_letter_list, streams_info
 from streams.services import dead_letters_replay
 
@@ -131,57 +131,6 @@ class StreamsInfoView(StaffOpsView):
     )
     def get(self, request: Request) -> Response:
         return Response(StreamsInfoOutputSerializer(streams_info()).data)
-
-
-class UpdateRequestView(StaffOpsView):
-    class UpdateRequestInputSerializer(serializers.Serializer):
-        entity_ids = serializers.ListField(
-            child=serializers.UUIDField(), min_length=1, max_length=MAX_ENTITY_IDS, allow_empty=False
-        )
-        operation = serializers.ChoiceField(choices=OPERATIONS)
-        source = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-
-    class UpdateRequestOutputSerializer(serializers.Serializer):
-        event_id = serializers.UUIDField()
-        operation = serializers.CharField()
-        entity_count = serializers.IntegerField()
-        delivery = serializers.ChoiceField(choices=["stream", "outbox"])
-
-    @extend_schema(
-        summary="Publish an UpdateRequest",
-        description=(
-            f"`refresh` records that the entities' content should be refreshed; `reindex` recomputes their search"
-            f" data. 1 to {MAX_ENTITY_IDS} existing entity ids. Returns the event id of the published request."
-        ),
-        request=UpdateRequestInputSerializer,
-        responses={
-            202: UpdateRequestOutputSerializer,
-            503: OpenApiResponse(description="Redis and outbox both failed"),
-            **ERROR_RESPONSES,
-        },
-    )
-    def post(self, request: Request) -> Response:
-        serializer = self.UpdateRequestInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        entity_ids = list(dict.fromkeys(data["entity_ids"]))
-        existing = set(Entity.objects.filter(id__in=entity_ids).values_list("id", flat=True))
-        missing = [str(entity_id) for entity_id in entity_ids if entity_id not in existing]
-        if missing:
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise ValidationError({"entity_ids": f"No entity has the id {', '.join(missing[:5])}{more}."})
-        source = data["source"] or f"api:{request.user.get_username()}"
-        update = UpdateRequest.new(entity_ids=entity_ids, operation=data["operation"], source=source)
-        outcome = update_request_publish(request=update)
-        if outcome.lost:
-            raise RedisUnavailable("Neither Redis nor the outbox accepted the request; nothing was published.")
-        body = {
-            "event_id": update.event_id,
-            "operation": update.operation,
-            "entity_count": len(entity_ids),
-            "delivery": "stream" if outcome.published else "outbox",
-        }
-        return Response(self.UpdateRequestOutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DeadLetterListView(StaffOpsView):

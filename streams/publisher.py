@@ -1,4 +1,4 @@
-"""Publishing events from the answer path: one pipelined round trip, never an error, never slow.
+"""Publishing events: one pipelined round trip, never an error, never slow. The only publisher.
 
 When Redis is down or slower than settings.REDIS_PUBLISH_TIMEOUT the events (with their event ids)
 go to the PostgreSQL outbox instead, and the worker relays them later; the kept event id makes a
@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import redis
 from django.conf import settings
 from django.db import DatabaseError
 
-from streams.events import QuerySignal, UpdateRequest
+from streams.events import MAX_ENTITY_IDS, QuerySignal, UpdateRequest
 from streams.redis import redis_client
 from streams.services import outbox_events_add
 
@@ -85,3 +87,37 @@ def query_signals_publish(*, signals: Sequence[QuerySignal]) -> PublishOutcome:
 def update_request_publish(*, request: UpdateRequest) -> PublishOutcome:
     """Publish one UpdateRequest (or put it in the outbox)."""
     return _entries_publish(entries=[(settings.STREAM_UPDATE_REQUESTS, request.to_fields())])
+
+
+@dataclass
+class UpdateRequestsOutcome:
+    """What `update_requests_publish` did: the requests published (their event ids), how many went to the
+    outbox, and `lost` when Redis and the outbox both refused (then nothing after that chunk was tried)."""
+
+    event_ids: list[uuid.UUID] = field(default_factory=list)
+    outboxed: int = 0
+    lost: bool = False
+
+    @property
+    def requests(self) -> int:
+        return len(self.event_ids)
+
+
+def update_requests_publish(*, entity_ids: Sequence[uuid.UUID], operation: str, source: str) -> UpdateRequestsOutcome:
+    """Publish `operation` UpdateRequests for `entity_ids`, MAX_ENTITY_IDS per request, in order.
+
+    The admin action, the API and request_stale_updates all publish through here; they translate
+    `lost` to their own answer (a message, a 503, a command error).
+    """
+    outcome = UpdateRequestsOutcome()
+    for start in range(0, len(entity_ids), MAX_ENTITY_IDS):
+        request = UpdateRequest.new(
+            entity_ids=entity_ids[start : start + MAX_ENTITY_IDS], operation=operation, source=source
+        )
+        published = update_request_publish(request=request)
+        if published.lost:
+            outcome.lost = True
+            return outcome
+        outcome.event_ids.append(request.event_id)
+        outcome.outboxed += published.outboxed
+    return outcome

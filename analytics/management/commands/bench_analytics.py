@@ -31,8 +31,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from analytics.definitions import hour_floor
 from analytics.demand import demand_buckets_add, demand_totals_rebuild, demand_windows_roll
-from analytics.selectors import DEMAND_ORDER, demand_trending
-from entities.models import Entity, EntityType
+from analytics.selectors import demand_trending
+from entities.models import DEMAND_ORDER, Entity, EntityType
 from kernel.databases import throwaway_database
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"

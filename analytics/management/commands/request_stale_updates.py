@@ -47,8 +47,13 @@ class Command(BaseCommand):
                 limit=options["limit"],
                 dry_run=options["dry_run"],
             )
-        except (RedisError, RuntimeError) as error:
+        except RedisError as error:
             raise CommandError(str(error)) from error
+        if outcome.lost:
+            raise CommandError(
+                f"Neither Redis nor the outbox took the refresh request for {outcome.lost} entities; "
+                f"{len(outcome.requested)} were requested before that."
+            )
         criteria = f"demand_score >= {options['min_demand_score']}, not updated for {options['days_since_update']} days"
         if options["dry_run"]:
             self.stdout.write(
