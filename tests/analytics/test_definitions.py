@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.db.models import F
 
-from analytics.demand import demand_windows_roll
+from analytics.demand import demand_buckets_prune, demand_windows_roll
 from analytics.models import DemandBucket, DemandWindow
 from analytics.selectors import (
     demand_entity,
@@ -20,6 +20,7 @@ from analytics.selectors import (
     demand_timeseries,
     demand_top,
     demand_trending,
+    demand_trending_condition,
     demand_trending_count,
     demand_window_bounds,
     demand_windows,
@@ -316,8 +317,6 @@ def test_timeseries_by_hour_includes_zero_hours():
 
 
 def test_prune_deletes_buckets_past_retention_and_keeps_the_windows(settings):
-    from analytics.demand import demand_buckets_prune
-
     entity = EntityFactory()
     for days in (1, 59, 61, 89, 91, 200):
         queries_add(entity, H0 - timedelta(days=days), 1)
@@ -367,8 +366,6 @@ def test_events_of_the_open_hour_touch_only_buckets_until_the_hour_closes():
 
 def test_the_orm_trending_condition_agrees_with_demand_trending():
     from django.db.models import BooleanField, ExpressionWrapper
-
-    from analytics.selectors import demand_trending_condition
 
     specs = [(6, 3, H0), (4, 0, hours_ago(2)), (5, 5, H0), (2, 0, H0), (3, 2, hours_ago(1)), (9, 1, H0)]
     for index, (current, previous, hour) in enumerate(specs):

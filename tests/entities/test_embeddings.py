@@ -11,9 +11,18 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from entities.embeddings import EMBEDDING_DIMENSIONS, HashedNgramEmbedder, embedder, entity_text
+from entities.embeddings import (
+    EMBEDDING_DIMENSIONS,
+    EmbeddingError,
+    HashedNgramEmbedder,
+    HttpEmbedder,
+    embedder,
+    entity_text,
+)
 from entities.models import Entity
+from entities.retrieval import entity_search
 from entities.services import entities_reindex, entity_embeddings_compute
+from tests.entities.catalog import catalog_create
 from tests.entities.factories import EntityFactory
 
 PERSON = ("Chris Mansolillo", {"title": "SVP, Scripted Development", "company": "Silver Harbor Studios"})
@@ -155,8 +164,6 @@ class EmbeddingServer:
 
 
 def test_the_http_backend_is_selected_by_settings_and_normalises(settings):
-    from entities.embeddings import HttpEmbedder
-
     server = EmbeddingServer()
     try:
         settings.EMBEDDING_BACKEND = "http"
@@ -174,10 +181,6 @@ def test_the_http_backend_is_selected_by_settings_and_normalises(settings):
 
 @pytest.mark.django_db
 def test_retrieval_still_answers_when_the_embedding_service_fails(settings):
-    from entities.embeddings import EmbeddingError
-    from entities.retrieval import entity_search
-    from tests.entities.catalog import catalog_create
-
     catalog_create()
     server = EmbeddingServer(status=500)
     try:
@@ -193,8 +196,6 @@ def test_retrieval_still_answers_when_the_embedding_service_fails(settings):
 
 
 def test_an_unknown_backend_is_a_clear_error(settings):
-    from entities.embeddings import EmbeddingError
-
     settings.EMBEDDING_BACKEND = "word2vec"
     with pytest.raises(EmbeddingError, match="Unknown EMBEDDING_BACKEND"):
         embedder()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from entities.models import EntityType
 from entities.retrieval import entity_search, question_terms
+from entities.services import entities_reindex
 from tests.entities.catalog import catalog_create
+from tests.entities.factories import EntityFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -98,10 +101,6 @@ def test_who_questions_list_people_before_other_matches(catalog):
 
 
 def test_word_order_decides_between_names_with_the_same_words(catalog):
-    from entities.models import EntityType
-    from entities.services import entities_reindex
-    from tests.entities.factories import EntityFactory
-
     made = [
         EntityFactory(name="Driftwood Nightjar Networks", entity_type=EntityType.COMPANY, data={"kind": "network"}),
         EntityFactory(name="Nightjar Driftwood Pictures", entity_type=EntityType.COMPANY, data={"kind": "studio"}),

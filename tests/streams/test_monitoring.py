@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ from django.conf import settings
 from entities.models import RefreshRequest
 from streams.events import QuerySignal, UpdateRequest, dead_letter_fields, timestamp_encode
 from streams.models import OutboxEvent
+from streams.publisher import redis_circuit
 from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
 from tests.streams.pipeline import worker_drain
@@ -89,6 +91,7 @@ def test_streams_info_numbers_match_a_known_state(staff_client, redis_client, wo
         UpdateRequest.new(entity_ids=[entity.id], operation="refresh", source="t").to_fields(),
     )
     # Consumer "reader" takes 3 of the 5 signals and acknowledges one: 2 pending, 2 never delivered.
+    before_read = time.monotonic()
     redis_client.xreadgroup(settings.STREAM_CONSUMER_GROUP, "reader", {settings.STREAM_QUERY_SIGNALS: ">"}, count=3)
     redis_client.xack(settings.STREAM_QUERY_SIGNALS, settings.STREAM_CONSUMER_GROUP, ids[0])
     _dead_letter_add(redis_client, signals[0].to_fields(), reason="r1")
@@ -111,7 +114,8 @@ def test_streams_info_numbers_match_a_known_state(staff_client, redis_client, wo
     assert group["lag"] == 2
     assert group["last_delivered_id"] == ids[2]
     assert [(c["name"], c["pending"]) for c in group["consumers"]] == [("reader", 2)]
-    assert group["consumers"][0]["idle_ms"] >= 0
+    # Redis' milliseconds since "reader" read: within the time since just before that read (+1 for rounding).
+    assert 0 <= group["consumers"][0]["idle_ms"] <= (time.monotonic() - before_read) * 1000 + 1
 
     assert requests_info["length"] == 1
     assert requests_info["group"]["pending"] == 0
@@ -166,8 +170,6 @@ def test_update_request_publishes_and_the_worker_records_the_refresh(staff_clien
 
 
 def test_update_request_goes_to_the_outbox_when_redis_is_stopped(staff_client, private_redis):
-    from streams.publisher import redis_circuit
-
     entity = EntityFactory()
     private_redis.stop()
     try:

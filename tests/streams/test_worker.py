@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from analytics.models import DemandBucket
 from entities.models import Entity, EntityDemand, EntityEmbedding, RefreshRequest
@@ -337,14 +336,3 @@ def test_an_entry_the_database_rejects_is_isolated_and_dead_lettered_while_the_r
     assert sorted(letter["event_id"] for letter in letters) == sorted(str(signal.event_id) for signal in bad)
     assert all("rejected by the database: entity" in letter["dead_reason"] for letter in letters)
     assert redis_client.xpending(QS, GROUP)["pending"] == 0
-
-
-def test_housekeeping_rolls_the_trending_windows_when_an_hour_closes(db, redis_client, worker):
-    from analytics.definitions import hour_floor
-    from analytics.demand import demand_windows_roll
-    from analytics.models import DemandWindowState
-
-    demand_windows_roll(now=timezone.now() - timedelta(hours=5))
-    worker.groups_ensure()
-    worker.housekeeping()
-    assert DemandWindowState.objects.get(id=1).hour == hour_floor(timezone.now())

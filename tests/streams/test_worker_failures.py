@@ -163,8 +163,12 @@ def test_postgres_stopped_and_restarted_while_the_worker_runs(redis_client, priv
     wait_until(lambda: counted() >= 1000, timeout=60, what="some events counted")
     server.stop(mode="immediate")
     signals_xadd(redis_client, second)
-    time.sleep(2)
+    # The worker notices the outage, keeps its batch in hand (pending, not dead-lettered) and retries.
+    wait_until(lambda: "PostgreSQL unavailable" in worker.log(), timeout=30, what="the worker to see the outage")
+    wait_until(lambda: worker.log().count("retrying the batch") >= 3, timeout=30, what="three retries")
     assert worker.process.poll() is None
+    assert redis_client.xpending(QS, GROUP)["pending"] > 0
+    assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 0
     server.start()
     wait_until(
         lambda: counted() == 8000 and drained(redis_client),
@@ -180,4 +184,5 @@ def test_postgres_stopped_and_restarted_while_the_worker_runs(redis_client, priv
         buckets = conn.execute("SELECT sum(count) FROM analytics_demandbucket").fetchone()[0]
     assert actual == counts_expected(first + second)
     assert buckets == 8000
+    assert redis_client.xlen(settings.STREAM_DEAD_LETTER) == 0  # an outage is transient: nothing dead-lettered
     assert worker.stop() == 0

@@ -1,4 +1,5 @@
-"""`query_signals_apply`, the worker's one-statement count, called directly on the suite's PostgreSQL."""
+"""analytics.demand on the suite's PostgreSQL: `query_signals_apply` (the worker's one-statement count),
+the counters rebuild, and the chores and handler analytics registers with the stream consumer."""
 
 from __future__ import annotations
 
@@ -6,10 +7,24 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from analytics.demand import demand_windows_roll, query_signals_apply, signal_columns
-from analytics.models import DemandBucket, DemandWindow
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+
+from analytics.definitions import hour_floor
+from analytics.demand import (
+    demand_counters_rebuild,
+    demand_totals_sync,
+    demand_windows_roll,
+    query_signal_batch_apply,
+    query_signals_apply,
+    signal_columns,
+)
+from analytics.models import DemandBucket, DemandTotal, DemandWindow, DemandWindowState
 from entities.models import EntityDemand
+from streams.handlers import batch_handlers, chores
 from streams.models import ProcessedEvent
+from streams.worker import StreamWorker
 from tests.streams.pipeline import entities_make, signals_make, totals_assert
 
 H0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -66,3 +81,43 @@ def test_late_events_move_the_stored_windows_in_the_same_statement(db):
     window = DemandWindow.objects.get(entity=entity)
     # The open hour h0 stays out of the stored windows; 2 h ago is in the current day, 30 h ago the previous.
     assert (window.current_1d, window.previous_1d, window.current_7d) == (1, 1, 2)
+
+
+def test_analytics_registers_the_signal_handler_and_its_chores(db):
+    handlers = {handler.stream: handler for handler in batch_handlers()}
+    assert handlers[settings.STREAM_QUERY_SIGNALS].apply is query_signal_batch_apply
+    assert {"demand_windows_roll", "demand_totals_sync"} <= {chore.name for chore in chores()}
+
+
+def test_the_worker_housekeeping_rolls_the_trending_windows_when_an_hour_closes(db, redis_client):
+    demand_windows_roll(now=timezone.now() - timedelta(hours=5))
+    worker = StreamWorker(consumer="chores-worker", block_ms=50)
+    worker.groups_ensure()
+    worker.housekeeping()
+    assert DemandWindowState.objects.get(id=1).hour == hour_floor(timezone.now())
+
+
+def test_totals_sync_rebuilds_only_when_the_stale_threshold_changed(db, settings):
+    entities = entities_make(4)
+    for entity, score in zip(entities, (0, 3, 7, 9), strict=True):
+        EntityDemand.objects.filter(entity=entity).update(demand_score=score, query_count=score)
+    settings.STALE_MIN_DEMAND_SCORE = 5
+    assert demand_totals_sync() is True
+    assert DemandTotal.objects.aggregate(n=Sum("stale_candidates"))["n"] == 2
+    assert demand_totals_sync() is False  # built for this threshold already
+    settings.STALE_MIN_DEMAND_SCORE = 2
+    assert demand_totals_sync() is True
+    assert DemandTotal.objects.aggregate(n=Sum("stale_candidates"))["n"] == 3
+
+
+def test_counters_rebuild_moves_only_the_entities_that_differ_from_their_buckets(db):
+    drifted, exact = entities_make(2)
+    signals = [replace(signal, timestamp=H0) for signal in signals_make([drifted, exact], 40, seed=4)]
+    query_signals_apply(signals=signals)
+    exact_before = _demand(exact)
+    EntityDemand.objects.filter(entity=drifted).update(query_count=1000, demand_score=3)
+    fixed = demand_counters_rebuild(entity_ids=[drifted.id, exact.id], audit_from=H0 - timedelta(days=1))
+    assert fixed == 1
+    buckets = DemandBucket.objects.filter(entity_id=drifted.id).aggregate(n=Sum("count"))["n"]
+    assert _demand(drifted)[:2] == (buckets, buckets)
+    assert _demand(exact) == exact_before
