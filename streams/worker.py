@@ -419,6 +419,7 @@ class StreamWorker:
         items, dead = batch.items, batch.dead
         now = datetime.now(UTC)
         max_deliveries = self.max_deliveries
+        handled = {handler.stream for handler in self.handlers}
         for entry in entries:
             if entry.fields is None:
                 continue  # deleted from the stream while pending: nothing to do but acknowledge
@@ -433,6 +434,10 @@ class StreamWorker:
                 continue
             stream_items = items.get(entry.stream)
             if stream_items is None:
+                if entry.stream not in handled:
+                    reason = f"no handler is registered for stream {entry.stream!r}"
+                    dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries))
+                    continue
                 stream_items = items[entry.stream] = []
             stream_items.append((event, entry))
         for handler in self.handlers:

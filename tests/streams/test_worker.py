@@ -19,7 +19,7 @@ from mandate_wizard.devservers import EmbeddedRedis
 from streams.events import QuerySignal, UpdateRequest, heartbeat_key, timestamp_encode
 from streams.models import ProcessedEvent
 from streams.services import inbox_prune
-from streams.worker import HEARTBEAT_TTL_SECONDS, StreamWorker
+from streams.worker import HEARTBEAT_TTL_SECONDS, Entry, StreamWorker
 from tests.streams.pipeline import entities_make, signals_make, signals_xadd, totals_assert, wait_until, worker_drain
 
 QS = settings.STREAM_QUERY_SIGNALS
@@ -336,3 +336,12 @@ def test_an_entry_the_database_rejects_is_isolated_and_dead_lettered_while_the_r
     assert sorted(letter["event_id"] for letter in letters) == sorted(str(signal.event_id) for signal in bad)
     assert all("rejected by the database: entity" in letter["dead_reason"] for letter in letters)
     assert redis_client.xpending(QS, GROUP)["pending"] == 0
+
+
+def test_a_valid_entry_of_a_stream_without_a_handler_is_dead_lettered_not_dropped(redis_client):
+    worker = StreamWorker(consumer="no-handler-worker", block_ms=50)
+    worker.handlers = [handler for handler in worker.handlers if handler.stream != QS]
+    signal = QuerySignal.new(entity_id=uuid.uuid4(), entity_type="person", query="q")
+    batch = worker.entries_parse([Entry(QS, "1-0", signal.to_fields())])
+    assert batch.items == {}
+    assert [dead.reason for dead in batch.dead] == [f"no handler is registered for stream {QS!r}"]

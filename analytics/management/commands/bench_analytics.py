@@ -152,7 +152,7 @@ class Command(BaseCommand):
 
         started = time.perf_counter()
         demand_windows_roll(now=now)
-        out(f"windows built from the buckets in {time.perf_counter() - started:.1f} s (once, at the first read)")
+        out(f"windows built from the buckets in {time.perf_counter() - started:.1f} s (once, by the first roll)")
         started = time.perf_counter()
         demand_totals_rebuild(stale_min_demand_score=settings.STALE_MIN_DEMAND_SCORE)
         out(f"entity totals built in {time.perf_counter() - started:.1f} s (once; triggers keep them after that)")
