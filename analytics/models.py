@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pgtrigger
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.expressions import RawSQL
 
 from analytics.definitions import TIMEFRAME_HOURS, trend_score_sql
+from entities.models import EntityDemand
 
 
 class DemandBucket(models.Model):
@@ -142,3 +144,80 @@ class DemandTotal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity_type}/{self.shard}: {self.entities} entities, {self.queries} queries"
+
+
+def _total_rows(table: str, sign: str) -> str:
+    """One row of differences per changed demand row of a transition table (`sign` "-" for old rows)."""
+    columns = (
+        f"entity_type, {sign}1 AS entities, {sign}query_count AS queries,"
+        f" {sign}(demand_score > 0)::int AS with_demand, {sign}demand_score AS score_sum,"
+        f" {sign}coalesce(demand_score >= stale_min, false)::int AS stale_candidates"
+    )
+    return f"SELECT {columns} FROM {table}"  # noqa: S608 - built from constants only
+
+
+def _totals_apply_func(deltas: str) -> str:
+    """The trigger body: add the statement's differences to the writer's shard of each type's totals."""
+    return f"""
+    -- Lock first: a rebuild (EXCLUSIVE) then either ran before this statement's snapshot or waits for it.
+    LOCK TABLE analytics_demandtotal IN ROW EXCLUSIVE MODE;
+    SELECT stale_min_demand_score INTO stale_min FROM analytics_demandwindowstate WHERE id = 1;
+    INSERT INTO analytics_demandtotal AS t
+        (entity_type, shard, entities, queries, with_demand, score_sum, stale_candidates)
+    SELECT entity_type, pg_backend_pid() % 16, sum(entities), sum(queries), sum(with_demand),
+           sum(score_sum), sum(stale_candidates)
+    FROM ({deltas}) AS d
+    GROUP BY entity_type
+    HAVING sum(entities) <> 0 OR sum(queries) <> 0 OR sum(with_demand) <> 0 OR sum(score_sum) <> 0
+        OR sum(stale_candidates) <> 0
+    ORDER BY entity_type
+    ON CONFLICT (entity_type, shard) DO UPDATE SET
+        entities = t.entities + EXCLUDED.entities,
+        queries = t.queries + EXCLUDED.queries,
+        with_demand = t.with_demand + EXCLUDED.with_demand,
+        score_sum = t.score_sum + EXCLUDED.score_sum,
+        stale_candidates = t.stale_candidates + EXCLUDED.stale_candidates;
+    RETURN NULL;"""  # noqa: S608 - built from constants only
+
+
+# DemandTotal follows the demand rows through statement-level triggers (transition tables) in the
+# writer's own transaction. They sit on entities' EntityDemand table (so the migration that installs
+# them is in entities/migrations) but are analytics' definition, declared here beside the totals.
+_STALE_MIN = [("stale_min", "bigint")]
+DEMAND_TOTALS_TRIGGERS = (
+    pgtrigger.Trigger(
+        name="demand_totals_insert",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Insert,
+        referencing=pgtrigger.Referencing(new="new_rows"),
+        declare=_STALE_MIN,
+        func=_totals_apply_func(_total_rows("new_rows", "")),
+    ),
+    pgtrigger.Trigger(
+        name="demand_totals_update",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Update,
+        referencing=pgtrigger.Referencing(old="old_rows", new="new_rows"),
+        declare=_STALE_MIN,
+        func=_totals_apply_func(_total_rows("old_rows", "-") + " UNION ALL " + _total_rows("new_rows", "")),
+    ),
+    pgtrigger.Trigger(
+        name="demand_totals_delete",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Delete,
+        referencing=pgtrigger.Referencing(old="old_rows"),
+        declare=_STALE_MIN,
+        func=_totals_apply_func(_total_rows("old_rows", "-")),
+    ),
+    pgtrigger.Trigger(
+        name="demand_totals_truncate",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Truncate,
+        func="DELETE FROM analytics_demandtotal; RETURN NULL;",
+    ),
+)
+pgtrigger.register(*DEMAND_TOTALS_TRIGGERS)(EntityDemand)

@@ -56,7 +56,7 @@ class Entity(models.Model):
 
     class Meta:
         verbose_name_plural = "entities"
-        ordering = DEMAND_ORDER
+        ordering = list(DEMAND_ORDER)
         constraints = [
             models.CheckConstraint(condition=~models.Q(name__regex=r"^\s*$"), name="entity_name_not_blank"),
             models.CheckConstraint(condition=models.Q(entity_type__in=EntityType.values), name="entity_type_known"),

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -20,7 +21,7 @@ from analytics.demand import (
     query_signals_apply,
     signal_columns,
 )
-from analytics.models import DemandBucket, DemandTotal, DemandWindow, DemandWindowState
+from analytics.models import DEMAND_TOTALS_TRIGGERS, DemandBucket, DemandTotal, DemandWindow, DemandWindowState
 from entities.models import EntityDemand
 from streams.handlers import batch_handlers, chores
 from streams.models import ProcessedEvent
@@ -121,3 +122,14 @@ def test_counters_rebuild_moves_only_the_entities_that_differ_from_their_buckets
     buckets = DemandBucket.objects.filter(entity_id=drifted.id).aggregate(n=Sum("count"))["n"]
     assert _demand(drifted)[:2] == (buckets, buckets)
     assert _demand(exact) == exact_before
+
+
+def test_the_totals_triggers_are_the_declared_ones_and_only_those(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'entities_entitydemand'::regclass AND NOT tgisinternal"
+        )
+        installed = {row[0] for row in cursor.fetchall()}
+    declared = {trigger.get_pgid(EntityDemand) for trigger in DEMAND_TOTALS_TRIGGERS}
+    assert len(declared) == 4
+    assert installed == declared  # the hand-written analytics_demand_totals_* triggers are gone
