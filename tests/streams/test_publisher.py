@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import uuid
 
 import pytest
 import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from streams.events import QuerySignal, UpdateRequest
+from streams.events import MAX_ENTITY_IDS, QuerySignal, UpdateRequest
 from streams.models import OutboxEvent
-from streams.publisher import PublishOutcome, query_signals_publish, redis_circuit, update_request_publish
+from streams.publisher import (
+    PublishOutcome,
+    query_signals_publish,
+    redis_circuit,
+    update_request_publish,
+    update_requests_publish,
+)
 from streams.redis import redis_client
 from streams.services import outbox_events_add, outbox_relay
 from streams.worker import StreamWorker
@@ -112,3 +120,14 @@ def test_relay_outbox_keeps_the_rows_and_counts_attempts_when_redis_is_down(db, 
     with pytest.raises(CommandError, match="outbox is kept"):
         call_command("relay_outbox")
     assert OutboxEvent.objects.get().attempts == 1
+
+
+def test_update_requests_are_published_in_chunks_of_max_entity_ids_in_order(db, redis_client):
+    entity_ids = [uuid.uuid4() for _ in range(2 * MAX_ENTITY_IDS + 5)]
+    outcome = update_requests_publish(entity_ids=entity_ids, operation="reindex", source="test")
+    assert (outcome.requests, outcome.outboxed, outcome.lost) == (3, 0, False)
+    entries = redis_client.xrange(settings.STREAM_UPDATE_REQUESTS)
+    assert [entry["event_id"] for _id, entry in entries] == [str(event_id) for event_id in outcome.event_ids]
+    published = [uuid.UUID(value) for _id, entry in entries for value in json.loads(entry["entity_ids"])]
+    assert published == entity_ids
+    assert {entry["operation"] for _id, entry in entries} == {"reindex"}
