@@ -10,13 +10,16 @@ Definitions come from analytics.selectors; nothing here re-derives them.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import BooleanField, ExpressionWrapper
+from django.db.models import BooleanField, ExpressionWrapper, JSONField
 from django.utils import timezone
+from django_json_widget.widgets import JSONEditorWidget
 
 from analytics.charts import timeseries_chart
 from analytics.selectors import (
@@ -48,6 +51,16 @@ def update_requests_publish(*, entity_ids: Sequence[uuid.UUID], operation: str, 
         requests += 1
         outboxed += outcome.outboxed
     return requests, outboxed
+
+
+class EntityDataWidget(JSONEditorWidget):
+    """django-json-widget's editor; after a failed validation it shows the text as typed instead of crashing."""
+
+    def format_value(self, value):
+        try:
+            return super().format_value(value)
+        except json.JSONDecodeError:  # Django's JSONField hands back the invalid text (InvalidJSONInput)
+            return value
 
 
 class NeedsUpdateFilter(admin.SimpleListFilter):
@@ -103,6 +116,16 @@ class EntityAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ("request_refresh", "request_reindex")
     change_form_template = "analytics/admin/entity_change_form.html"
+    # `data` pretty-printed in an editor that refuses invalid JSON (django-json-widget, files from our static).
+    formfield_overrides = {JSONField: {"widget": EntityDataWidget(height="320px")}}
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "name":  # a TextField, but a name is one line
+            kwargs["widget"] = forms.TextInput(attrs={"class": "vTextField"})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def has_request_entity_update_permission(self, request) -> bool:
+        return request.user.has_perm("entities.request_entity_update")
 
     def get_queryset(self, request):
         return (
@@ -163,11 +186,11 @@ class EntityAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    @admin.action(description="Request refresh of the selected entities")
+    @admin.action(description="Request refresh of the selected entities", permissions=["request_entity_update"])
     def request_refresh(self, request, queryset) -> None:
         self._publish(request, queryset, operation="refresh", done="Requested a refresh of")
 
-    @admin.action(description="Reindex the selected entities")
+    @admin.action(description="Reindex the selected entities", permissions=["request_entity_update"])
     def request_reindex(self, request, queryset) -> None:
         self._publish(request, queryset, operation="reindex", done="Requested reindexing of")
 

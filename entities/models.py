@@ -51,6 +51,8 @@ class Entity(models.Model):
     class Meta:
         verbose_name_plural = "entities"
         ordering = ["-demand__demand_score", "-demand__query_count", "name"]
+        # Gates the admin's "request refresh" and "reindex" actions (publishing UpdateRequests).
+        permissions = [("request_entity_update", "Can request a refresh or reindex of entities")]
         constraints = [
             models.CheckConstraint(condition=~models.Q(name__regex=r"^\s*$"), name="entity_name_not_blank"),
             models.CheckConstraint(condition=models.Q(entity_type__in=EntityType.values), name="entity_type_known"),
