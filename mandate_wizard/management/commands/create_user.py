@@ -64,6 +64,9 @@ class Command(BaseCommand):
         user.is_active = True
         user.save()
         if staff:
-            user.groups.add(Group.objects.get(name=DEMAND_ANALYSTS_GROUP))
+            group = Group.objects.filter(name=DEMAND_ANALYSTS_GROUP).first()
+            if group is None:
+                raise CommandError(f'The "{DEMAND_ANALYSTS_GROUP}" group is missing: run manage.py migrate.')
+            user.groups.add(group)
         role = "superuser" if user.is_superuser else "staff user" if user.is_staff else "user"
         self.stdout.write(self.style.SUCCESS(f"{'Created' if created else 'Updated'} {role} {email}."))
