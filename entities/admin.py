@@ -19,6 +19,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import BooleanField, ExpressionWrapper, JSONField
 from django.utils import timezone
+from django.utils.html import format_html
 from django_json_widget.widgets import JSONEditorWidget
 
 from analytics.charts import timeseries_chart
@@ -123,6 +124,19 @@ class EntityAdmin(admin.ModelAdmin):
         if db_field.name == "name":  # a TextField, but a name is one line
             kwargs["widget"] = forms.TextInput(attrs={"class": "vTextField"})
         return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        # Read-only viewers get `data` pretty-printed instead of Django's one-line JSON.
+        if obj is not None and not self.has_change_permission(request, obj):
+            return tuple("data_formatted" if name == "data" else name for name in self.fields)
+        return self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, "data_formatted")
+
+    @admin.display(description="data")
+    def data_formatted(self, entity: Entity) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(entity.data, indent=2, ensure_ascii=False))
 
     def has_request_entity_update_permission(self, request) -> bool:
         return request.user.has_perm("entities.request_entity_update")

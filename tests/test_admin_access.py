@@ -54,7 +54,7 @@ def test_create_user_staff_joins_the_group_and_superuser_gets_everything(analyst
 
 
 def test_an_analyst_sees_entities_an_entity_and_refresh_requests_but_not_users(analyst, client):
-    entity = EntityFactory(name="Visible Studio")
+    entity = EntityFactory(name="Visible Studio", data={"title": "Executive", "mandate": "<b>drama</b>"})
     RefreshRequest.objects.create(entity=entity, event_id=uuid.uuid4(), source="test")
     client.force_login(analyst)
 
@@ -71,6 +71,9 @@ def test_an_analyst_sees_entities_an_entity_and_refresh_requests_but_not_users(a
     assert b'value="request_reindex"' in changelist.content
     page = client.get(f"/admin/entities/entity/{entity.pk}/change/")
     assert page.status_code == 200 and b"Visible Studio" in page.content
+    # Read-only, `data` is pretty-printed (one key per line), HTML-escaped.
+    assert "<pre>{\n  &quot;title&quot;: &quot;Executive&quot;" in page.content.decode()
+    assert "&lt;b&gt;drama&lt;/b&gt;" in page.content.decode()
     requests = client.get("/admin/entities/refreshrequest/")
     assert requests.status_code == 200 and b"Visible Studio" in requests.content
 
