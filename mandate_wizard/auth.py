@@ -16,6 +16,7 @@ import logging
 import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -155,7 +156,7 @@ class LogoutApi(TokenBlacklistView):
         description="Blacklist the refresh token: it can no longer be refreshed. Access tokens expire on their own.",
         request=inline_serializer("LogoutInput", {"refresh": serializers.CharField()}),
         responses={
-            200: inline_serializer("LogoutOutput", {}),
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="Logged out: an empty JSON object"),
             400: OpenApiResponse(ErrorSerializer, description="Missing refresh token or malformed body"),
             401: OpenApiResponse(ErrorSerializer, description="Invalid, expired or already blacklisted refresh token"),
             415: OpenApiResponse(ErrorSerializer, description="Unsupported or unreadable body encoding"),
