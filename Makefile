@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(PY) -m mandate_wizard.run_local
 
 test: $(STAMP)
+	bash .ci/browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

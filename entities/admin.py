@@ -8,14 +8,29 @@ filters, an entity's 30-day chart) in analytics/admin.py; nothing here knows tho
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
+from django import forms
 from django.contrib import admin, messages
+from django.db.models import JSONField
 from django.utils import timezone
+from django.utils.html import format_html
+from django_json_widget.widgets import JSONEditorWidget
 
 from entities.models import DEMAND_ORDER, Entity, RefreshRequest
 from entities.selectors import DEMAND_COUNTERS, HAS_DEMAND_ROW
 from streams.publisher import update_requests_publish
+
+
+class EntityDataWidget(JSONEditorWidget):
+    """django-json-widget's editor; after a failed validation it shows the text as typed instead of crashing."""
+
+    def format_value(self, value):
+        try:
+            return super().format_value(value)
+        except json.JSONDecodeError:  # Django's JSONField hands back the invalid text (InvalidJSONInput)
+            return value
 
 
 class EntityAdmin(admin.ModelAdmin):
@@ -29,6 +44,29 @@ class EntityAdmin(admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     actions = ("request_refresh", "request_reindex")
+    # `data` pretty-printed in an editor that refuses invalid JSON (django-json-widget, files from our static).
+    formfield_overrides = {JSONField: {"widget": EntityDataWidget(height="320px")}}
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "name":  # a TextField, but a name is one line
+            kwargs["widget"] = forms.TextInput(attrs={"class": "vTextField"})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        # Read-only viewers get `data` pretty-printed instead of Django's one-line JSON.
+        if obj is not None and not self.has_change_permission(request, obj):
+            return tuple("data_formatted" if name == "data" else name for name in self.fields)
+        return self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, "data_formatted")
+
+    @admin.display(description="data")
+    def data_formatted(self, entity: Entity) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(entity.data, indent=2, ensure_ascii=False))
+
+    def has_request_entity_update_permission(self, request) -> bool:
+        return request.user.has_perm("entities.request_entity_update")
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(HAS_DEMAND_ROW).defer("search_vector")
@@ -69,11 +107,11 @@ class EntityAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    @admin.action(description="Request refresh of the selected entities")
+    @admin.action(description="Request refresh of the selected entities", permissions=["request_entity_update"])
     def request_refresh(self, request, queryset) -> None:
         self._publish(request, queryset, operation="refresh", done="Requested a refresh of")
 
-    @admin.action(description="Reindex the selected entities")
+    @admin.action(description="Reindex the selected entities", permissions=["request_entity_update"])
     def request_reindex(self, request, queryset) -> None:
         self._publish(request, queryset, operation="reindex", done="Requested reindexing of")
 

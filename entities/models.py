@@ -57,6 +57,8 @@ class Entity(models.Model):
     class Meta:
         verbose_name_plural = "entities"
         ordering = list(DEMAND_ORDER)
+        # Gates the admin's "request refresh" and "reindex" actions (publishing UpdateRequests).
+        permissions = [("request_entity_update", "Can request a refresh or reindex of entities")]
         constraints = [
             models.CheckConstraint(condition=~models.Q(name__regex=r"^\s*$"), name="entity_name_not_blank"),
             models.CheckConstraint(condition=models.Q(entity_type__in=EntityType.values), name="entity_type_known"),

@@ -1,4 +1,7 @@
-"""Login with email and password for JWTs (`POST /auth/login`, `POST /auth/refresh`) and the API's throttles.
+"""Login with email and password for JWTs (`POST /auth/login`, `/auth/refresh`, `/auth/logout`) and the API's throttles.
+
+Refresh rotates: each refresh returns a new refresh token and blacklists the one used (SimpleJWT's
+token_blacklist app); logout blacklists the given refresh token, so neither can be used again.
 
 A wrong email and a wrong password get the same 401, after the same password-hashing work, so the
 response never tells whether an account exists. Throttle state lives in the Django cache (Redis);
@@ -13,6 +16,7 @@ import logging
 import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -21,7 +25,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import RefreshToken
-from rest_framework_simplejwt.views import TokenRefreshView
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenRefreshView
 
 from kernel.openapi import ErrorSerializer
 
@@ -128,8 +132,11 @@ class RefreshApi(TokenRefreshView):
     @extend_schema(
         summary="Refresh the access token",
         request=inline_serializer("RefreshInput", {"refresh": serializers.CharField()}),
+        description="Returns a new access token and a new refresh token; the refresh token sent is then refused.",
         responses={
-            200: inline_serializer("RefreshOutput", {"access": serializers.CharField()}),
+            200: inline_serializer(
+                "RefreshOutput", {"access": serializers.CharField(), "refresh": serializers.CharField()}
+            ),
             400: OpenApiResponse(ErrorSerializer, description="Missing refresh token"),
             401: OpenApiResponse(ErrorSerializer, description="Invalid or expired refresh token"),
             415: OpenApiResponse(ErrorSerializer, description="Unsupported or unreadable body encoding"),
@@ -138,4 +145,26 @@ class RefreshApi(TokenRefreshView):
         auth=[],
     )
     def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+
+class LogoutApi(TokenBlacklistView):
+    throttle_classes = [LoginIPThrottle]
+
+    @extend_schema(
+        summary="Log out",
+        description="Blacklist the refresh token: it can no longer be refreshed. Access tokens expire on their own.",
+        request=inline_serializer("LogoutInput", {"refresh": serializers.CharField()}),
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="Logged out: an empty JSON object"),
+            400: OpenApiResponse(ErrorSerializer, description="Missing refresh token or malformed body"),
+            401: OpenApiResponse(ErrorSerializer, description="Invalid, expired or already blacklisted refresh token"),
+            415: OpenApiResponse(ErrorSerializer, description="Unsupported or unreadable body encoding"),
+            429: OpenApiResponse(ErrorSerializer, description="Too many attempts (see Retry-After)"),
+        },
+        auth=[],
+    )
+    def post(self, request, *args, **kwargs):
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
         return super().post(request, *args, **kwargs)

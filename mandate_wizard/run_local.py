@@ -55,7 +55,7 @@ def main() -> int:
         _manage("seed_demo", "--if-empty", env=env)
         email = env.setdefault("DEMO_USER_EMAIL", "demo@mandatewizard.local")
         env.setdefault("DEMO_USER_PASSWORD", "demo-wizard-password")
-        _manage("create_user", email, "--staff", "--password-env", "DEMO_USER_PASSWORD", env=env)
+        _manage("create_user", email, "--superuser", "--password-env", "DEMO_USER_PASSWORD", env=env)
 
         port = int(env.get("PORT") or 8000)
         if port == 0:
@@ -66,7 +66,7 @@ def main() -> int:
         print(
             f"\nMandate Wizard is running.\n"
             f"  API root: {base}/api/\n  Admin:    {base}/admin/\n  API docs: {base}/api/docs/\n"
-            f"  Staff login: {email} / {env['DEMO_USER_PASSWORD']}\n"
+            f"  Superuser login: {email} / {env['DEMO_USER_PASSWORD']}\n"
             "Press Ctrl-C to stop everything.\n",
             flush=True,
         )

@@ -25,10 +25,20 @@ if not DEBUG and (
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-# Render terminates TLS in front of the service.
+# Render terminates TLS in front of the service and says so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Health probes arrive over plain HTTP from inside Render's network (HealthCheckMiddleware answers them
+# before SecurityMiddleware anyway); exempt so the rule holds whatever the middleware order.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+# The service owns no subdomains of its own host; "preload" only matters once someone submits the domain.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=SECURE_HSTS_SECONDS > 0)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+# The product's web front end on another origin; empty: no cross-origin browser access.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -43,6 +53,11 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "pgtrigger",
+    "rest_framework_simplejwt.token_blacklist",
+    "corsheaders",
+    "axes",
+    # The admin's JSON editor for Entity.data; its files are served from our static files.
+    "django_json_widget",
     "mandate_wizard",
     "entities",
     "analytics",
@@ -55,12 +70,29 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a lockout raised during authenticate() into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes guards every authenticate() call (the admin login, the browsable API's login); the JWT
+# login (mandate_wizard/auth.py) checks passwords itself and has its own throttles.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+# Minutes a locked user+address pair waits before it may try again; `manage.py axes_reset_username` lifts it now.
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=60))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The lockout message in the admin's own login page (HTML), not django-axes' plain-text response.
+AXES_LOCKOUT_CALLABLE = "mandate_wizard.lockout.lockout_response"
 
 ROOT_URLCONF = "mandate_wizard.urls"
 WSGI_APPLICATION = "mandate_wizard.wsgi.application"
@@ -154,6 +186,9 @@ SPECTACULAR_SETTINGS = {
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=30)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
+    # Each refresh returns a new refresh token and blacklists the one used; /auth/logout blacklists too.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
 }
 
 # The cache holds throttle counters only; a hung Redis must not hang requests (throttles then fail open).

@@ -11,13 +11,14 @@ from rest_framework.views import APIView
 from analytics.admin import demand_dashboard_view
 from entities.answer_apis import AnswerApi
 from entities.apis import UpdateRequestView
-from mandate_wizard.auth import AnswerUserThrottle, LoginApi, RefreshApi
+from mandate_wizard.auth import AnswerUserThrottle, LoginApi, LogoutApi, RefreshApi
 from mandate_wizard.metrics import MetricsView
 
 # Name shown at /api/ -> URL name. Each app adds its endpoints here.
 API_ROOT_LINKS = {
     "auth-login": "auth-login",
     "auth-refresh": "auth-refresh",
+    "auth-logout": "auth-logout",
     "answer": "answer",
     "entities": "entity-list",
     "analytics-demand-stats": "analytics-demand-stats",
@@ -48,6 +49,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("auth/login", LoginApi.as_view(), name="auth-login"),
     path("auth/refresh", RefreshApi.as_view(), name="auth-refresh"),
+    path("auth/logout", LogoutApi.as_view(), name="auth-logout"),
     path("api/", ApiRootView.as_view(), name="api-root"),
     path("api/answer", AnswerApi.as_view(throttle_classes=[AnswerUserThrottle]), name="answer"),
     path("api/", include("entities.urls")),

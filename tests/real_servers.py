@@ -33,6 +33,8 @@ def pytest_load_initial_conftests(early_config, parser, args):
         _started["redis"] = redis_server
         os.environ["REDIS_URL"] = redis_server.url
     os.environ.setdefault("STATIC_MANIFEST", "0")
+    # The suite speaks plain HTTP to its test client and live servers; tests/test_deploy.py checks the redirect.
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
     os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789abcdefghijklmnop")
     return (yield)
 

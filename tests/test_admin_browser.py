@@ -1,22 +1,26 @@
 """A person's path through the admin in headless Chromium: log in, open the demand dashboard and an entity,
-and see the same numbers as the API. Screenshots go to test-output/ (git-ignored).
+and see the same numbers as the API; and what a "Demand analysts" member (not a superuser) sees.
+Screenshots go to test-output/ (git-ignored).
 
-Chromium is Debian's /usr/bin/chromium (.ci/run installs it); Playwright only drives it.
+Chromium is Debian's /usr/bin/chromium (`make test` installs it, .ci/browser); Playwright only drives it.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
 from analytics.definitions import hour_floor
 from analytics.demand import demand_buckets_add
-from entities.models import EntityDemand
+from entities.models import EntityDemand, RefreshRequest
 from streams.models import OutboxEvent
 from tests.entities.factories import EntityFactory, UserFactory
 
@@ -65,7 +69,7 @@ def _text(page: Page, selector: str) -> str:
 
 
 def test_admin_dashboard_and_entity_page_in_chromium(live_server, known_state):
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: apt-get install chromium (see .ci/run)"
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: apt-get install chromium (see .ci/browser)"
     OUTPUT.mkdir(exist_ok=True)
     stale = known_state["stale"]
     with sync_playwright() as playwright:
@@ -74,7 +78,9 @@ def test_admin_dashboard_and_entity_page_in_chromium(live_server, known_state):
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
             # Nothing may leave the machine: any request to another host fails the test.
             outside: list[str] = []
-            page.on("request", lambda r: None if r.url.startswith(live_server.url) else outside.append(r.url))
+            # (blob: URLs of our own origin are made in the page: the JSON editor's syntax-check worker.)
+            local = (live_server.url, f"blob:{live_server.url}")
+            page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
 
             page.goto(f"{live_server.url}/admin/login/")
             page.fill("#id_username", known_state["user"].username)
@@ -136,8 +142,75 @@ def test_admin_dashboard_and_entity_page_in_chromium(live_server, known_state):
             )
             # Demand fields are read-only on the page.
             assert page.locator("input[name=demand_score]").count() == 0
+            # The name is a one-line input; data is shown in the JSON editor, pretty-printed.
+            assert page.locator("input#id_name[type=text]").input_value() == stale.name
+            page.wait_for_selector("#id_data .jsoneditor")
+            assert "\n" in page.locator("#id_data .ace_content").inner_text()
             page.screenshot(path=str(OUTPUT / "admin-entity-page.png"), full_page=True)
             assert outside == []
         finally:
             browser.close()
     assert (OUTPUT / "admin-demand-dashboard.png").stat().st_size > 10_000
+
+
+def _login(page: Page, base: str, username: str) -> None:
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+
+
+def test_a_demand_analyst_reads_entities_and_refresh_requests_but_not_users(live_server, known_state, monkeypatch):
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: apt-get install chromium (see .ci/browser)"
+    OUTPUT.mkdir(exist_ok=True)
+    # The "Demand analysts" group comes from a data migration, whose rows a transactional test's flush
+    # removes: run that migration again, as `migrate` does on a fresh database.
+    call_command("migrate", "mandate_wizard", "zero", verbosity=0)
+    call_command("migrate", "mandate_wizard", verbosity=0)
+    monkeypatch.setenv("USER_PASSWORD", PASSWORD)
+    call_command("create_user", "analyst@example.com", "--staff")
+    analyst = get_user_model().objects.get(email="analyst@example.com")
+    assert not analyst.is_superuser
+    stale = known_state["stale"]
+    RefreshRequest.objects.create(entity=stale, event_id=uuid.uuid4(), source="admin:test")
+    base = live_server.url
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            _login(page, base, analyst.username)
+
+            # The index lists the analyst's models and not auth's; the dashboard link is one line of text.
+            assert page.locator("a[href='/admin/entities/entity/']").count() >= 1
+            assert page.locator("a[href='/admin/entities/refreshrequest/']").count() >= 1
+            assert page.locator("a[href='/admin/auth/user/']").count() == 0
+            assert page.locator("a[href='/admin/auth/group/']").count() == 0
+            link = page.locator("#demand-dashboard-link a").bounding_box()
+            assert link["width"] > 4 * link["height"], link
+            page.screenshot(path=str(OUTPUT / "admin-index-analyst.png"), full_page=True)
+
+            page.click("a[href='/admin/entities/entity/']")
+            page.wait_for_selector("#result_list")
+            names = page.locator("#result_list tbody th a").all_inner_texts()
+            assert {"Stale Studio", "Rising Star"} <= set(names)
+            actions = page.locator("select[name=action] option").all_inner_texts()
+            assert "Request refresh of the selected entities" in actions
+            assert "Reindex the selected entities" in actions
+
+            page.click(f"#result_list a:has-text('{stale.name}')")
+            page.wait_for_selector("#entity-demand")
+            assert _text(page, "#entity-demand-score") == "9"
+            # View only: no editable name, no save button.
+            assert page.locator("input#id_name").count() == 0
+            assert page.locator("input[name=_save]").count() == 0
+
+            page.goto(f"{base}/admin/entities/refreshrequest/")
+            assert stale.name in page.locator("#result_list").inner_text()
+
+            response = page.goto(f"{base}/admin/auth/user/")
+            assert response.status == 403
+            assert response.headers["content-type"].startswith("text/html")
+            assert "403 Forbidden" in page.content()
+        finally:
+            browser.close()

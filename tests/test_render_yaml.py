@@ -7,6 +7,7 @@ rejects unknown keys at every level it describes, so a typo in a field name fail
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -285,3 +286,15 @@ def test_settings_named_in_the_blueprint_exist():
     keys -= {"PYTHON_VERSION"}  # read by Render's build image, not by Django
     missing = sorted(key for key in keys if f'"{key}"' not in source)
     assert not missing, f"render.yaml sets variables settings.py never reads: {missing}"
+
+
+def test_web_service_is_https_only_and_its_health_check_is_never_redirected(blueprint):
+    web = _service(blueprint, "web")
+    env = _env(blueprint, web)
+    assert env["DEBUG"]["value"] == "false"
+    assert env["SECURE_SSL_REDIRECT"]["value"] == "true"
+    assert int(env["SECURE_HSTS_SECONDS"]["value"]) >= 31536000
+    assert int(env["AXES_FAILURE_LIMIT"]["value"]) > 0 and int(env["AXES_COOLOFF_MINUTES"]["value"]) > 0
+    # Render probes over plain HTTP: the health check path must be exempt from the HTTPS redirect.
+    health_path = web["healthCheckPath"].lstrip("/")
+    assert any(re.search(pattern, health_path) for pattern in settings.SECURE_REDIRECT_EXEMPT)

@@ -1,4 +1,5 @@
-"""`POST /auth/login` and `POST /auth/refresh`: tokens, uniform failures, throttles on the real Redis cache."""
+"""`POST /auth/login`, `/auth/refresh`, `/auth/logout`: tokens, rotation, blacklisting, uniform failures,
+throttles on the real Redis cache."""
 
 from __future__ import annotations
 
@@ -64,6 +65,56 @@ def test_refresh_returns_a_new_access_token(ada, api_client):
     assert response.status_code == 200
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['access']}")
     assert api_client.post("/api/answer", {"question": "anyone?"}, format="json").status_code == 200
+
+
+def test_refresh_rotates_and_the_old_refresh_token_is_then_refused(ada, api_client):
+    first = login(api_client, {"email": "ada@example.com", "password": PASSWORD}).json()["refresh"]
+    response = api_client.post("/auth/refresh", {"refresh": first}, format="json")
+    assert response.status_code == 200
+    second = response.json()["refresh"]
+    assert second != first
+    reused = api_client.post("/auth/refresh", {"refresh": first}, format="json")
+    assert reused.status_code == 401
+    assert isinstance(reused.json()["error"], str)
+    assert api_client.post("/auth/refresh", {"refresh": second}, format="json").status_code == 200
+
+
+def test_a_refresh_token_used_after_logout_is_refused(ada, api_client):
+    refresh = login(api_client, {"email": "ada@example.com", "password": PASSWORD}).json()["refresh"]
+    response = api_client.post("/auth/logout", {"refresh": refresh}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {}
+    refused = api_client.post("/auth/refresh", {"refresh": refresh}, format="json")
+    assert refused.status_code == 401
+    assert isinstance(refused.json()["error"], str)
+    # Logging out twice with the same token: it is already blacklisted.
+    assert api_client.post("/auth/logout", {"refresh": refresh}, format="json").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"refresh": ""}, {"refresh": "garbage"}, {"refresh": 5}, {"refresh": None}, ["x"], "x", 7, None],
+)
+def test_garbage_logout_bodies_are_4xx_json_errors(db, api_client, body):
+    response = api_client.post("/auth/logout", json.dumps(body), content_type="application/json")
+    assert response.status_code in (400, 401)
+    assert isinstance(response.json()["error"], str)
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [("{not json", "application/json"), ("refresh=", "text/plain"), (b"\xff\xfe", "application/json")],
+)
+def test_unreadable_logout_bodies_are_4xx_json_errors(db, api_client, raw, content_type):
+    response = api_client.generic("POST", "/auth/logout", raw, content_type=content_type)
+    assert 400 <= response.status_code < 500
+    assert isinstance(response.json()["error"], str)
+
+
+def test_an_access_token_cannot_be_logged_out_as_a_refresh_token(ada, api_client):
+    access = login(api_client, {"email": "ada@example.com", "password": PASSWORD}).json()["access"]
+    response = api_client.post("/auth/logout", {"refresh": access}, format="json")
+    assert response.status_code == 401
 
 
 @pytest.mark.parametrize("refresh", ["not-a-token", ""])
