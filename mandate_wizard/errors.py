@@ -1,14 +1,21 @@
 """One JSON error shape for every API failure: `{"error": "<readable message>"}` (+ `fields` for forms).
 
-Internals (tracebacks, SQL) never reach a client: unexpected exceptions become a plain 500 JSON body.
+Internals (tracebacks, SQL) never reach a client: unexpected exceptions become a plain 500 JSON body, and an
+unreachable dependency (PostgreSQL down or shutting down, Redis down) a 503 with `Retry-After`, wherever it is
+raised: in a DRF view (`api_exception_handler`) or outside one, in middleware, authentication or the admin
+(`handler500`, which Django calls for every unhandled exception).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
-from django.http import JsonResponse
+import redis
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -30,10 +37,41 @@ def error_message(detail: Any) -> str:
     return str(detail)
 
 
+def dependency_unavailable(exc: BaseException | None) -> str | None:
+    """Name of the unreachable dependency behind `exc` ("PostgreSQL", "Redis"), or None for any other error.
+
+    psycopg's AdminShutdown, refused connections and broken connections all reach Django as OperationalError
+    or InterfaceError; Django drops an unusable connection at the end of the request (CONN_HEALTH_CHECKS), so
+    the next request reconnects by itself.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return "PostgreSQL"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return "Redis"
+    return None
+
+
+def unavailable_response(dependency: str) -> JsonResponse:
+    """503 JSON with `Retry-After` (SERVICE_RETRY_AFTER_SECONDS) for an unreachable dependency."""
+    response = json_error(503, f"{dependency} is unreachable; try again shortly.")
+    response["Retry-After"] = str(settings.SERVICE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    dependency = dependency_unavailable(exc)
+    if dependency is not None:
+        logger.warning("%s unreachable: %s", dependency, type(exc).__name__)
+        return Response(
+            {"error": f"{dependency} is unreachable; try again shortly."},
+            status=503,
+            headers={"Retry-After": str(settings.SERVICE_RETRY_AFTER_SECONDS)},
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    if response.status_code == 503:
+        response["Retry-After"] = str(settings.SERVICE_RETRY_AFTER_SECONDS)
     detail = response.data
     body: dict[str, Any] = {"error": error_message(detail)}
     if isinstance(detail, dict) and set(detail) != {"detail"}:
@@ -58,5 +96,20 @@ def handler404(request, exception=None) -> JsonResponse:
     return json_error(404, "Not found.")
 
 
-def handler500(request) -> JsonResponse:
-    return json_error(500, "Internal server error.")
+def handler500(request) -> HttpResponse:
+    """500 JSON, or a 503 with `Retry-After` when the unhandled exception is an unreachable dependency.
+
+    Admin pages get a plain HTML 503 page instead of JSON.
+    """
+    dependency = dependency_unavailable(sys.exc_info()[1])
+    if dependency is None:
+        return json_error(500, "Internal server error.")
+    if request.path.startswith("/admin/"):
+        response = HttpResponse(
+            f"<!doctype html><title>Service unavailable</title><h1>Service unavailable</h1>"
+            f"<p>{dependency} is unreachable; try again shortly.</p>",
+            status=503,
+        )
+        response["Retry-After"] = str(settings.SERVICE_RETRY_AFTER_SECONDS)
+        return response
+    return unavailable_response(dependency)
