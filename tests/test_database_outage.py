@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,17 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
+from django.db import InterfaceError, OperationalError, ProgrammingError
 
 from mandate_wizard.devservers import free_port
+from mandate_wizard.errors import handler500
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "manage.py"
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 EMAIL, PASSWORD = "outage@example.com", "outage-password-1"
 CLIENTS = 3
-
-pytestmark = pytest.mark.slow
 
 
 def port_wait(port: int, timeout: float = 30) -> None:
@@ -123,6 +125,7 @@ def outage_check(seen: list) -> None:
             assert "Traceback" not in text and "SELECT" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_postgres_stopped_under_gunicorn_gives_503_then_recovers(web, mode):
     server, base, process = web
@@ -147,3 +150,28 @@ def test_postgres_stopped_under_gunicorn_gives_503_then_recovers(web, mode):
     assert process.poll() is None  # recovered without restarting gunicorn
     assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
     assert requests.get(f"{base}/admin/login/", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (OperationalError("the database system is shutting down"), 503),
+        (InterfaceError("connection already closed"), 503),
+        (redis.ConnectionError("Connection refused"), 503),
+        (ProgrammingError('relation "x" does not exist'), 500),
+        (ZeroDivisionError("bug"), 500),
+    ],
+)
+def test_handler500_classifies_unreachable_dependencies_and_bugs(rf, settings, error, status):
+    settings.SERVICE_RETRY_AFTER_SECONDS = 7
+    try:
+        raise error
+    except Exception:  # handler500 runs inside Django's except block and reads sys.exc_info()
+        response = handler500(rf.get("/api/answer"))
+    assert response.status_code == status
+    assert json.loads(response.content)["error"] in (
+        "Internal server error.",
+        "PostgreSQL is unreachable; try again shortly.",
+        "Redis is unreachable; try again shortly.",
+    )
+    assert response.get("Retry-After") == ("7" if status == 503 else None)
