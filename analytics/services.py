@@ -9,7 +9,7 @@ hour, `demand_windows_roll` moves the windows on by the hours that closed.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,8 +24,11 @@ from analytics.definitions import (
     hour_floor,
     stored_window_sums_sql,
 )
+from analytics.demo import HistoryEntity, demand_history
 from analytics.models import DemandBucket
+from entities.models import Entity
 from mandate_wizard.databases import pg_array_literal
+from mandate_wizard.iterables import batched
 
 # Writers of buckets hold it shared, a roll holds it exclusive: a roll never misses a bucket in flight.
 DEMAND_WINDOWS_LOCK = 0x4D57_4457  # "MWDW"
@@ -322,3 +325,37 @@ def stale_entities_refresh_request(
         outcome.event_ids.append(request.event_id)
         outcome.outboxed += published.outboxed
     return outcome
+
+
+HISTORY_BATCH = 5000
+
+
+@dataclass
+class HistoryReport:
+    """What `demand_history_seed` did."""
+
+    signals: int = 0
+    counted: int = 0
+    skipped: str = ""
+
+
+def demand_history_seed(
+    *, seed: int = 1, now: datetime | None = None, progress: Callable[[int], None] | None = None
+) -> HistoryReport:
+    """Count the demo's simulated demand history (`analytics.demo`) through the worker's counting function.
+
+    Nothing happens when any demand is recorded already: the history is a demo's past, never laid over
+    real demand. Its event ids are deterministic, so even a second run racing the first counts nothing twice.
+    """
+    from streams.services import query_signals_apply  # WIP: until the layering refactor lands
+
+    if DemandBucket.objects.exists():
+        return HistoryReport(skipped="demand is recorded already")
+    entities = [HistoryEntity(*row) for row in Entity.objects.values_list("id", "name", "entity_type", "updated_at")]
+    report = HistoryReport()
+    for batch in batched(demand_history(entities=entities, now=now or timezone.now(), seed=seed), HISTORY_BATCH):
+        report.signals += len(batch)
+        report.counted += query_signals_apply(signals=batch).applied
+        if progress:
+            progress(len(batch))
+    return report
