@@ -1,4 +1,4 @@
-"""Writes of analytics that are not demand arithmetic: asking for refreshes of stale entities.
+"""Writes of analytics that are not demand arithmetic: refreshes of stale entities, the demo's demand history.
 
 The statements that move demand (counters, buckets, windows, totals) are in analytics.demand.
 """
@@ -6,14 +6,19 @@ The statements that move demand (counters, buckets, windows, totals) are in anal
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
+from analytics.demand import query_signals_apply
+from analytics.demo import HistoryEntity, demand_history
+from analytics.models import DemandBucket
 from analytics.selectors import demand_stale_condition
 from entities.models import DEMAND_ORDER, Entity
+from kernel.iterables import batched
 from streams.events import MAX_ENTITY_IDS
 from streams.publisher import update_requests_publish
 from streams.redis import redis_client
@@ -97,3 +102,35 @@ def stale_entities_refresh_request(
         outcome.event_ids.extend(published.event_ids)
         outcome.outboxed += published.outboxed
     return outcome
+
+
+HISTORY_BATCH = 5000
+
+
+@dataclass
+class HistoryReport:
+    """What `demand_history_seed` did."""
+
+    signals: int = 0
+    counted: int = 0
+    skipped: str = ""
+
+
+def demand_history_seed(
+    *, seed: int = 1, now: datetime | None = None, progress: Callable[[int], None] | None = None
+) -> HistoryReport:
+    """Count the demo's simulated demand history (`analytics.demo`) through the worker's counting function.
+
+    Nothing happens when any demand is recorded already: the history is a demo's past, never laid over
+    real demand. Its event ids are deterministic, so even a second run racing the first counts nothing twice.
+    """
+    if DemandBucket.objects.exists():
+        return HistoryReport(skipped="demand is recorded already")
+    entities = [HistoryEntity(*row) for row in Entity.objects.values_list("id", "name", "entity_type", "updated_at")]
+    report = HistoryReport()
+    for batch in batched(demand_history(entities=entities, now=now or timezone.now(), seed=seed), HISTORY_BATCH):
+        report.signals += len(batch)
+        report.counted += query_signals_apply(signals=batch).applied
+        if progress:
+            progress(len(batch))
+    return report

@@ -38,28 +38,6 @@ def test_people_have_titles_companies_and_mandates_linked_by_name():
     assert all(g in names for p in people for g in p.data["recent_greenlights"])
 
 
-def test_seed_demo_creates_the_requested_count_embedded_and_is_idempotent():
-    out = StringIO()
-    call_command("seed_demo", entities=300, seed=3, verbosity=0, stdout=out)
-    assert Entity.objects.count() == 300
-    assert not Entity.objects.filter(embedding__isnull=True).exists()
-    mansolillo = Entity.objects.get(name="Chris Mansolillo")
-    EntityDemand.objects.filter(entity=mansolillo).update(demand_score=F("demand_score") + 4)
-
-    call_command("seed_demo", entities=300, seed=3, verbosity=0, stdout=out)
-    assert Entity.objects.count() == 300
-    assert EntityDemand.objects.get(entity=mansolillo).demand_score == 4  # existing records are kept as they are
-    assert "0 created, 300 already present" in out.getvalue()
-
-
-def test_seed_demo_if_empty_does_nothing_when_entities_exist():
-    call_command("seed_demo", entities=20, verbosity=0, stdout=StringIO())
-    out = StringIO()
-    call_command("seed_demo", entities=50, if_empty=True, verbosity=0, stdout=out)
-    assert Entity.objects.count() == 20
-    assert "not loaded" in out.getvalue()
-
-
 def _write_jsonl(path, rows):
     path.write_text("\n".join(row if isinstance(row, str) else json.dumps(row) for row in rows) + "\n")
     return path
