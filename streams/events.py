@@ -22,6 +22,10 @@ MAX_ENTITY_IDS = 1000
 OPERATIONS = ("refresh", "reindex")
 ENTITY_TYPES = frozenset(EntityType.values)  # EntityType.values builds a new list on every access
 SOURCE_MAX_LENGTH = RefreshRequest._meta.get_field("source").max_length
+# What the entity was to the answer: what the question was about, or named by that entity's record.
+ROLE_SUBJECT, ROLE_RELATED = "subject", "related"
+ROLES = (ROLE_SUBJECT, ROLE_RELATED)
+MAX_RANK = 1000
 
 
 class InvalidEvent(ValueError):
@@ -43,7 +47,12 @@ def timestamp_encode(value: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class QuerySignal:
-    """One answer named one entity: the unit of demand."""
+    """One answer named one entity: the unit of demand.
+
+    `role` says whether the question was about the entity (`subject`) or the entity was named by a
+    subject's record (`related`); `rank` is its 1-based place in the answer. Without them on the wire
+    (older producers) a signal is a subject at rank 1.
+    """
 
     event_id: uuid.UUID
     entity_id: uuid.UUID
@@ -51,10 +60,20 @@ class QuerySignal:
     query: str
     user_id: str
     timestamp: datetime
+    role: str = ROLE_SUBJECT
+    rank: int = 1
 
     @classmethod
     def new(
-        cls, *, entity_id: uuid.UUID, entity_type: str, query: str, user_id: str = "", timestamp: datetime | None = None
+        cls,
+        *,
+        entity_id: uuid.UUID,
+        entity_type: str,
+        query: str,
+        user_id: str = "",
+        timestamp: datetime | None = None,
+        role: str = ROLE_SUBJECT,
+        rank: int = 1,
     ) -> QuerySignal:
         return cls(
             event_id=uuid.uuid4(),
@@ -63,6 +82,8 @@ class QuerySignal:
             query=query,
             user_id=str(user_id),
             timestamp=timestamp or _utc_now(),
+            role=role,
+            rank=rank,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -74,6 +95,8 @@ class QuerySignal:
             "query": self.query,
             "user_id": self.user_id,
             "timestamp": timestamp_encode(self.timestamp),
+            "role": self.role,
+            "rank": str(self.rank),
         }
 
 
@@ -140,6 +163,21 @@ def _timestamp(value: str, now: datetime) -> datetime:
     return parsed
 
 
+def _role(fields: dict) -> str:
+    role = fields.get("role", ROLE_SUBJECT)
+    if role not in ROLES:
+        raise InvalidEvent(f"unknown role {str(role)[:40]!r} (known: {', '.join(ROLES)})")
+    return role
+
+
+def _rank(fields: dict) -> int:
+    raw = fields.get("rank", "1")
+    # Digits only: int() would also take " 3", "+3" and "3_0".
+    if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_RANK:
+        raise InvalidEvent(f"'rank' must be an integer from 1 to {MAX_RANK}: {str(raw)[:40]!r}")
+    return int(raw)
+
+
 def _version(fields: dict) -> None:
     version = fields.get("v", str(SCHEMA_VERSION))
     if version != str(SCHEMA_VERSION):
@@ -158,7 +196,7 @@ def query_signal_parse(fields: dict, *, now: datetime | None = None) -> QuerySig
     query = _required(fields, "query")
     user_id = _required(fields, "user_id")
     timestamp = _timestamp(_required(fields, "timestamp"), now)
-    return QuerySignal(event_id, entity_id, entity_type, query, user_id, timestamp)
+    return QuerySignal(event_id, entity_id, entity_type, query, user_id, timestamp, _role(fields), _rank(fields))
 
 
 def update_request_parse(fields: dict, *, now: datetime | None = None) -> UpdateRequest:
