@@ -98,6 +98,8 @@ EXACT, STEM, ONE_EDIT, SWAP, SOUND, PREFIX = 1.0, 0.95, 0.85, 0.85, 0.75, 0.7
 # matched exactly ("man" must not find the platform "Max").
 FUZZY_MIN_ANCHORED, FUZZY_MIN_ALONE = 3, 5
 PREFIX_MIN = 4
+# Longer words are matched by nothing (levenshtein takes at most 255 characters).
+WORD_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ WITH
 term AS (
     SELECT t.term, t.pos::int AS pos, ts_lexize('english_stem', t.term) AS stem, dmetaphone(t.term) AS sound
     FROM unnest(%(terms)s::text[]) WITH ORDINALITY AS t(term, pos)
+    WHERE length(t.term) <= %(word_max)s  -- no name has such a word; levenshtein takes at most 255
 ),
 candidate AS (
     -- name %%> term: word_similarity(term, name) >= pg_trgm.word_similarity_threshold (GIN trigram index).
@@ -144,7 +147,7 @@ name_word AS (
     SELECT e.id, w.word, w.idx::int AS idx, ts_lexize('english_stem', w.word) AS stem
     FROM candidate JOIN entities_entity AS e USING (id)
     CROSS JOIN LATERAL regexp_split_to_table(lower(unaccent(e.name)), '[^a-z0-9]+') WITH ORDINALITY AS w(word, idx)
-    WHERE length(w.word) > 1 AND NOT w.word = ANY(%(ignored)s::text[])
+    WHERE length(w.word) BETWEEN 2 AND %(word_max)s AND NOT w.word = ANY(%(ignored)s::text[])
 ),
 scored AS (
     SELECT n.id, n.idx, n.word, t.pos,
@@ -276,6 +279,7 @@ def _name_matches(terms: list[str], question: str) -> list[_NameMatch]:
         "sound": SOUND,
         "prefix": PREFIX,
         "prefix_min": PREFIX_MIN,
+        "word_max": WORD_MAX,
     }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {NAME_TERM_THRESHOLD}")
@@ -432,7 +436,9 @@ def entity_search(*, question: str, limit: int) -> list[SearchHit]:
             key=lambda match: (-match.quality, not match.in_order, match.name, str(match.id)),
         )
         subjects = [match.hit(score=match.quality * best) for match in chosen[:limit]]
-        return _ranked(subjects + _related(subjects[:1], limit - len(subjects)))
+        # Several names the question could mean: no one's record speaks for the answer.
+        related = _related(subjects, limit - len(subjects)) if len(subjects) == 1 else []
+        return _ranked(subjects + related)
     return _ranked(_list_search(types=types, orgs=[], topic=" ".join(terms), limit=limit))
 
 
