@@ -195,7 +195,7 @@ def test_the_default_limit_is_five_at_most(catalog, jwt_client, redis_client):
         "Who is Chros Mansolillo?",  # replace, first name
         "WHO IS CHRIS MANSOLILLO",
         "who's chris mansolillo?",
-        "What is Chris Mansolillo’s mandate?",
+        "What is Chris Mansolillo\u2019s mandate?",
         "Mansolillo's mandate",
         "tell me about Chris Mansolillo at Silver Harbor Studios",
         "Quick one: what is Chris Mansolillo buying these days, do you know?",
