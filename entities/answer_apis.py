@@ -13,7 +13,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from entities.answers import composer, entity_snippet
 from entities.retrieval import entity_search
 from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
-from streams.events import QuerySignal
+from streams.events import ROLES, QuerySignal
 from streams.publisher import query_signals_publish
 
 QUESTION_MAX_LENGTH = 1000
@@ -30,7 +30,13 @@ ANSWER_REQUEST_SCHEMA = {
             "maxLength": QUESTION_MAX_LENGTH,
             "description": "1 to 1,000 characters after trimming surrounding whitespace.",
         },
-        "limit": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT},
+        "limit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": LIMIT_MAX,
+            "default": LIMIT_DEFAULT,
+            "description": "The most entities to return (fewer when fewer match).",
+        },
     },
     "required": ["question"],
     "additionalProperties": False,
@@ -81,9 +87,20 @@ class AnswerApi(APIView):
             name = serializers.CharField()
             entity_type = serializers.CharField()
             score = serializers.FloatField(
-                help_text="Fused retrieval score (reciprocal rank fusion); higher ranks first."
+                help_text=(
+                    "How well the entity matches: for a name, the share of its words in the question (typos "
+                    "count less); for a list question, the full-text rank of its topic; 0 for related entities."
+                )
             )
             snippet = serializers.CharField()
+            role = serializers.ChoiceField(
+                choices=ROLES,
+                help_text=(
+                    "subject: what the question is about (a named entity, or one satisfying every constraint "
+                    "of a list question); related: named by a subject's record (its company, projects…)."
+                ),
+            )
+            rank = serializers.IntegerField(min_value=1, help_text="1-based place in the answer: subjects first.")
 
         answer = serializers.CharField()
         entities = AnswerEntitySerializer(many=True)
@@ -92,9 +109,11 @@ class AnswerApi(APIView):
     @extend_schema(
         summary="Answer a question",
         description=(
-            "Hybrid retrieval (name trigrams, full-text search, embeddings) over all entities, an answer "
-            "composed from their data, and one QuerySignal per returned entity. No relevant entity: a plain "
-            "'nothing found' answer, an empty list and no signals."
+            "The entities the question is about (role subject): the entity it names, or for a list question "
+            "every entity satisfying its constraints (type, company or platform, topic), ranked; then entities "
+            "a subject's record names (role related). At most `limit` in all. An answer composed from their "
+            "data, and one QuerySignal per returned entity carrying its role and rank. No relevant entity: a "
+            "plain 'nothing found' answer, an empty list and no signals."
         ),
         request={"application/json": ANSWER_REQUEST_SCHEMA},
         responses={
@@ -114,7 +133,14 @@ class AnswerApi(APIView):
         if hits:
             user_id = request.user.pk
             signals = [
-                QuerySignal.new(entity_id=hit.id, entity_type=hit.entity_type, query=question, user_id=user_id)
+                QuerySignal.new(
+                    entity_id=hit.id,
+                    entity_type=hit.entity_type,
+                    query=question,
+                    user_id=user_id,
+                    role=hit.role,
+                    rank=hit.rank,
+                )
                 for hit in hits
             ]
             # Never raises: when Redis is down the signals go to the outbox (see streams.publisher).
@@ -126,6 +152,8 @@ class AnswerApi(APIView):
                 "entity_type": hit.entity_type,
                 "score": round(hit.score, 6),
                 "snippet": entity_snippet(hit),
+                "role": hit.role,
+                "rank": hit.rank,
             }
             for hit in hits
         ]

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from entities.models import EntityType
 from entities.retrieval import SearchHit
+from streams.events import ROLE_SUBJECT
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +107,25 @@ class Composer(ABC):
         """The answer text for `question` from `hits` (best first; may be empty)."""
 
 
+def _listed(hits: Sequence[SearchHit]) -> str:
+    return "; ".join(f"{hit.name} ({_type_label(hit.entity_type)})" for hit in hits)
+
+
 class ExtractiveComposer(Composer):
-    """Who or what the top entity is, from its data, then the other matches in one line."""
+    """Who or what the subject is, from its data (or the list of subjects), then the related entities."""
 
     def compose(self, *, question: str, hits: Sequence[SearchHit]) -> str:
         if not hits:
             return NOTHING_FOUND
-        top, others = hits[0], hits[1:]
-        parts = [" ".join(entity_facts(top))]
-        if others:
-            listed = "; ".join(f"{hit.name} ({_type_label(hit.entity_type)})" for hit in others)
-            parts.append(f"Other matches: {listed}.")
+        subjects = [hit for hit in hits if hit.role == ROLE_SUBJECT]
+        related = [hit for hit in hits if hit.role != ROLE_SUBJECT]
+        if len(subjects) == 1:
+            parts = [" ".join(entity_facts(subjects[0]))]
+        else:
+            parts = [f"{len(subjects)} matches: {_listed(subjects)}."]
+        if related:
+            about = subjects[0].name if len(subjects) == 1 else "them"
+            parts.append(f"Related to {about}: {_listed(related)}.")
         return " ".join(parts)
 
 
@@ -134,7 +143,11 @@ class GenerativeComposer(Composer):
     def compose(self, *, question: str, hits: Sequence[SearchHit]) -> str:
         if not hits:
             return self.fallback.compose(question=question, hits=hits)
-        facts = "\n".join(f"- {' '.join(entity_facts(hit))}" for hit in hits)
+        facts = "\n".join(
+            f"- {'(the question is about this) ' if hit.role == ROLE_SUBJECT else '(related) '}"
+            f"{' '.join(entity_facts(hit))}"
+            for hit in hits
+        )
         body = {
             "model": self.model,
             "temperature": 0,

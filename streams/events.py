@@ -30,6 +30,10 @@ _entity_types: frozenset[str] = frozenset()
 HEARTBEAT_PREFIX = f"{settings.STREAM_KEY_PREFIX}:workers:"
 # Fields added to an entry when it moves to the dead-letter stream; the rest are the original entry's.
 DEAD_LETTER_META_FIELDS = ("dead_reason", "source_stream", "source_id", "dead_at", "deliveries")
+# What the entity was to the answer: what the question was about, or named by that entity's record.
+ROLE_SUBJECT, ROLE_RELATED = "subject", "related"
+ROLES = (ROLE_SUBJECT, ROLE_RELATED)
+MAX_RANK = 1000
 
 
 def entity_types_register(values: Iterable[str]) -> None:
@@ -117,7 +121,12 @@ def dead_letter_decode(entry_id: str, fields: Mapping[str, str]) -> dict[str, An
 
 @dataclass(frozen=True, slots=True)
 class QuerySignal:
-    """One answer named one entity: the unit of demand."""
+    """One answer named one entity: the unit of demand.
+
+    `role` says whether the question was about the entity (`subject`) or the entity was named by a
+    subject's record (`related`); `rank` is its 1-based place in the answer. Without them on the wire
+    (older producers) a signal is a subject at rank 1.
+    """
 
     event_id: uuid.UUID
     entity_id: uuid.UUID
@@ -125,10 +134,20 @@ class QuerySignal:
     query: str
     user_id: str
     timestamp: datetime
+    role: str = ROLE_SUBJECT
+    rank: int = 1
 
     @classmethod
     def new(
-        cls, *, entity_id: uuid.UUID, entity_type: str, query: str, user_id: str = "", timestamp: datetime | None = None
+        cls,
+        *,
+        entity_id: uuid.UUID,
+        entity_type: str,
+        query: str,
+        user_id: str = "",
+        timestamp: datetime | None = None,
+        role: str = ROLE_SUBJECT,
+        rank: int = 1,
     ) -> QuerySignal:
         return cls(
             event_id=uuid.uuid4(),
@@ -137,6 +156,8 @@ class QuerySignal:
             query=query,
             user_id=str(user_id),
             timestamp=timestamp or _utc_now(),
+            role=role,
+            rank=rank,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -148,6 +169,8 @@ class QuerySignal:
             "query": self.query,
             "user_id": self.user_id,
             "timestamp": timestamp_encode(self.timestamp),
+            "role": self.role,
+            "rank": str(self.rank),
         }
 
 
@@ -214,6 +237,21 @@ def _timestamp(value: str, now: datetime) -> datetime:
     return parsed
 
 
+def _role(fields: dict) -> str:
+    role = fields.get("role", ROLE_SUBJECT)
+    if role not in ROLES:
+        raise InvalidEvent(f"unknown role {str(role)[:40]!r} (known: {', '.join(ROLES)})")
+    return role
+
+
+def _rank(fields: dict) -> int:
+    raw = fields.get("rank", "1")
+    # Digits only: int() would also take " 3", "+3" and "3_0".
+    if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_RANK:
+        raise InvalidEvent(f"'rank' must be an integer from 1 to {MAX_RANK}: {str(raw)[:40]!r}")
+    return int(raw)
+
+
 def _version(fields: dict) -> None:
     version = fields.get("v", str(SCHEMA_VERSION))
     if version != str(SCHEMA_VERSION):
@@ -232,7 +270,7 @@ def query_signal_parse(fields: dict, *, now: datetime | None = None) -> QuerySig
     query = _required(fields, "query")
     user_id = _required(fields, "user_id")
     timestamp = _timestamp(_required(fields, "timestamp"), now)
-    return QuerySignal(event_id, entity_id, entity_type, query, user_id, timestamp)
+    return QuerySignal(event_id, entity_id, entity_type, query, user_id, timestamp, _role(fields), _rank(fields))
 
 
 def update_request_parse(fields: dict, *, now: datetime | None = None) -> UpdateRequest:

@@ -38,6 +38,17 @@ PEOPLE = {
             "looking_for": ["nature documentaries with a conservation angle"],
         },
     },
+    # Two more Chrises: asking about one Chris must not return the others.
+    "Chris Pryce": {
+        "title": "EVP, Scripted Development",
+        "company": "Atlas Entertainment",
+        "mandate": {"overview": "Buying romantic comedies.", "looking_for": ["romantic comedies for streaming"]},
+    },
+    "Chris Carrow": {
+        "title": "Creative Executive",
+        "company": "Granite Media",
+        "mandate": {"overview": "Buying heist thrillers.", "looking_for": ["heist thrillers"]},
+    },
     "Marcus Whitaker": {
         "title": "Head of Film",
         "company": "Atlas Entertainment",

@@ -132,35 +132,105 @@ def test_answer_names_the_person_from_their_data(catalog, jwt_client, redis_clie
     assert set(body) == {"answer", "entities", "question"}
     assert body["question"] == "Who is Chris Mansolillo?"
     first = body["entities"][0]
-    assert set(first) == {"id", "name", "entity_type", "score", "snippet"}
-    assert first["name"] == "Chris Mansolillo"
+    assert set(first) == {"id", "name", "entity_type", "score", "snippet", "role", "rank"}
+    assert (first["name"], first["role"], first["rank"]) == ("Chris Mansolillo", "subject", 1)
     assert first["id"] == str(catalog["Chris Mansolillo"].id)
     assert first["entity_type"] == "person"
-    assert 1 <= len(body["entities"]) <= 3
-    # A "who" question lists people first; each group is ordered by score.
-    entities = body["entities"]
-    people = [entity for entity in entities if entity["entity_type"] == "person"]
-    assert entities[: len(people)] == people
-    for group in (people, entities[len(people) :]):
-        assert [entity["score"] for entity in group] == sorted((entity["score"] for entity in group), reverse=True)
+    # Then what his record names: his company and greenlit projects, as related.
+    assert [(entity["name"], entity["role"], entity["rank"]) for entity in body["entities"][1:]] == [
+        ("Silver Harbor Studios", "related", 2),
+        ("The Midnight Crown", "related", 3),
+    ]
     assert body["answer"].startswith("Chris Mansolillo is SVP, Scripted Development at Silver Harbor Studios.")
     assert "elevated horror" in body["answer"]
     assert "The Midnight Crown" in body["answer"]  # recent greenlights
+    assert body["answer"].endswith(
+        "Related to Chris Mansolillo: Silver Harbor Studios (company); The Midnight Crown (project)."
+    )
     assert "Buying elevated horror" in first["snippet"]
 
 
-def test_the_default_limit_is_five(catalog, jwt_client, redis_client):
-    response = ask(jwt_client, {"question": "Who is Chris?"})
-    assert response.status_code == 200
-    assert 2 <= len(response.json()["entities"]) <= 5
+def test_asking_about_chris_mansolillo_returns_only_him_as_subject_and_no_other_chris(
+    catalog, user, jwt_client, redis_client
+):
+    body = ask(jwt_client, {"question": "Who is Chris Mansolillo?", "limit": 20}).json()
+    names = [entity["name"] for entity in body["entities"]]
+    assert [entity["name"] for entity in body["entities"] if entity["role"] == "subject"] == ["Chris Mansolillo"]
+    assert not {"Chris Ishikawa", "Chris Pryce", "Chris Carrow"} & set(names)
+    # `limit` is a maximum: him and the three entities his record names, not 20.
+    assert names == ["Chris Mansolillo", "Silver Harbor Studios", "The Midnight Crown", "Echoes of Glass"]
+    assert [entity["rank"] for entity in body["entities"]] == [1, 2, 3, 4]
+    assert "Other Chris" not in body["answer"] and "Chris Pryce" not in body["answer"]
 
 
-def test_one_signal_per_returned_entity_lands_in_the_stream(catalog, user, jwt_client, redis_client):
+@pytest.mark.parametrize("limit", [1, 2])
+def test_limit_is_a_maximum_and_the_subject_comes_first(catalog, jwt_client, redis_client, limit):
+    entities = ask(jwt_client, {"question": "Who is Chris Mansolillo?", "limit": limit}).json()["entities"]
+    assert len(entities) == limit
+    assert (entities[0]["name"], entities[0]["role"]) == ("Chris Mansolillo", "subject")
+    assert redis_client.xlen(QS) == limit
+
+
+def test_the_default_limit_is_five_at_most(catalog, jwt_client, redis_client):
+    entities = ask(jwt_client, {"question": "Who is Chris?"}).json()["entities"]
+    # Four people are called Chris: each is a subject (the question could mean any of them), no more.
+    assert sorted(entity["name"] for entity in entities) == [
+        "Chris Carrow",
+        "Chris Ishikawa",
+        "Chris Mansolillo",
+        "Chris Pryce",
+    ]
+    assert {entity["role"] for entity in entities} == {"subject"}
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Who is Chris Mansolilo?",  # drop, last name
+        "Who is Chris Mansollillo?",  # double, last name
+        "Who is Chris Mnasolillo?",  # swap, last name
+        "Who is Chris Mansolillp?",  # replace, last name
+        "Who is Chrs Mansolillo?",  # drop, first name
+        "Who is Chriss Mansolillo?",  # double, first name
+        "Who is Chirs Mansolillo?",  # swap, first name
+        "Who is Chros Mansolillo?",  # replace, first name
+        "WHO IS CHRIS MANSOLILLO",
+        "who's chris mansolillo?",
+        "What is Chris Mansolillo\u2019s mandate?",
+        "Mansolillo's mandate",
+        "tell me about Chris Mansolillo at Silver Harbor Studios",
+        "Quick one: what is Chris Mansolillo buying these days, do you know?",
+    ],
+)
+def test_every_kind_of_typo_and_phrasing_finds_him_and_only_him(catalog, jwt_client, redis_client, question):
+    entities = ask(jwt_client, {"question": question}).json()["entities"]
+    subjects = [entity["name"] for entity in entities if entity["role"] == "subject"]
+    assert subjects == ["Chris Mansolillo"]
+    assert entities[0]["rank"] == 1
+    assert not {entity["name"] for entity in entities} & {"Chris Ishikawa", "Chris Pryce", "Chris Carrow"}
+
+
+def test_a_list_question_returns_only_the_entities_meeting_every_constraint(catalog, jwt_client, redis_client):
+    # At Granite Media: Chris Ishikawa (workplace comedy) and Chris Carrow (heist thrillers); Chris Pryce
+    # wants comedies at another company.
+    body = ask(jwt_client, {"question": "Which executives at Granite Media are looking for comedies?"}).json()
+    assert [(entity["name"], entity["role"], entity["rank"]) for entity in body["entities"]] == [
+        ("Chris Ishikawa", "subject", 1)
+    ]
+    body = ask(jwt_client, {"question": "Who is looking for heist thrillers?"}).json()
+    assert sorted(entity["name"] for entity in body["entities"]) == ["Chris Carrow", "Marcus Whitaker"]
+    assert {entity["role"] for entity in body["entities"]} == {"subject"}
+    assert body["answer"].startswith("2 matches: ")
+
+
+def test_one_signal_per_returned_entity_with_its_role_and_rank_lands_in_the_stream(
+    catalog, user, jwt_client, redis_client
+):
     question = "Who is Chris Mansolillo?"
     before = datetime.now().astimezone()
     body = ask(jwt_client, {"question": question, "limit": 4}).json()
     returned = {entity["id"]: entity for entity in body["entities"]}
-    assert len(returned) >= 2
+    assert len(returned) == 4
 
     entries = redis_client.xrange(QS)
     assert len(entries) == len(returned)
@@ -172,7 +242,19 @@ def test_one_signal_per_returned_entity_lands_in_the_stream(catalog, user, jwt_c
         assert signal.query == question
         assert signal.user_id == str(user.pk)
         assert signal.entity_type == returned[str(signal.entity_id)]["entity_type"]
+        assert (signal.role, signal.rank) == (
+            returned[str(signal.entity_id)]["role"],
+            returned[str(signal.entity_id)]["rank"],
+        )
         assert signal.timestamp >= before.replace(microsecond=0)
+    by_rank = sorted(signals, key=lambda signal: signal.rank)
+    assert [(signal.role, signal.rank) for signal in by_rank] == [
+        ("subject", 1),
+        ("related", 2),
+        ("related", 3),
+        ("related", 4),
+    ]
+    assert by_rank[0].entity_id == catalog["Chris Mansolillo"].id
     assert not OutboxEvent.objects.exists()
 
 

@@ -49,6 +49,24 @@ def test_query_signal_round_trip():
     assert event_parse(QS, fields) == signal
 
 
+def test_role_and_rank_travel_on_the_wire():
+    signal = QuerySignal.new(entity_id=uuid.uuid4(), entity_type="company", query="q", role="related", rank=3)
+    fields = signal.to_fields()
+    assert (fields["role"], fields["rank"]) == ("related", "3")
+    parsed = event_parse(QS, fields)
+    assert (parsed.role, parsed.rank) == ("related", 3)
+    assert parsed == signal
+
+
+def test_a_signal_without_role_or_rank_is_a_subject_at_rank_one():
+    """Old producers and redis-cli entries stay valid."""
+    fields = signal_fields()
+    assert "role" not in fields and "rank" not in fields
+    signal = event_parse(QS, fields)
+    assert (signal.role, signal.rank) == ("subject", 1)
+    assert event_parse(QS, signal_fields(role="subject", rank="1000")).rank == 1000
+
+
 def test_update_request_round_trip():
     request = UpdateRequest.new(entity_ids=[uuid.uuid4(), uuid.uuid4()], operation="reindex", source="admin")
     fields = request.to_fields()
@@ -80,6 +98,17 @@ def test_hand_written_entry_without_version_or_with_offset_is_accepted():
         (signal_fields(timestamp="2026-11-29T10:00:00"), "no 'Z' or UTC offset"),
         (signal_fields(v="2"), "unsupported schema version"),
         (signal_fields(timestamp="0001-01-01T00:00:00+01:00"), "'timestamp' is out of range"),
+        (signal_fields(role="primary"), "unknown role 'primary'"),
+        (signal_fields(role=""), "unknown role ''"),
+        (signal_fields(role="Subject"), "unknown role 'Subject'"),
+        (signal_fields(rank="0"), "'rank' must be an integer from 1 to 1000"),
+        (signal_fields(rank="-1"), "'rank' must be an integer"),
+        (signal_fields(rank="1.5"), "'rank' must be an integer"),
+        (signal_fields(rank=" 2"), "'rank' must be an integer"),
+        (signal_fields(rank="two"), "'rank' must be an integer"),
+        (signal_fields(rank=""), "'rank' must be an integer"),
+        (signal_fields(rank="1001"), "'rank' must be an integer"),
+        (signal_fields(rank="\u0662"), "'rank' must be an integer"),
     ],
 )
 def test_invalid_query_signals(fields, reason):
