@@ -33,7 +33,7 @@ from analytics.definitions import (
 )
 from analytics.models import DemandBucket, DemandWindowState
 from kernel.databases import pg_array_literal
-from streams.events import QuerySignal
+from streams.events import ROLE_SUBJECT, QuerySignal
 from streams.handlers import ApplyResult
 from streams.services import inbox_insert_sql
 
@@ -47,20 +47,23 @@ _ADDED_SUMS = ", ".join(stored_window_sums_sql(amount="added.amount", hour="adde
 def demand_add_ctes(*, source: str) -> str:
     """Common table expressions that add `source`'s rows to the hourly buckets and the stored windows.
 
-    `source` names a relation of (entity_id, hour, amount), one row per entity and UTC hour start. Rows of
-    a closed hour (before h0) also move the windows. For the WITH list of one statement, so a caller can
+    `source` names a relation of (entity_id, hour, amount, returned), one row per entity and UTC hour start:
+    `amount` the subject signals (demand: buckets' `count`, the windows), `returned` every signal (subject or
+    related: buckets' `returned`, query_count's history). Rows of a closed hour (before h0) also move the windows. For the WITH list of one statement, so a caller can
     count and record demand in a single round trip; call `demand_windows_lock_shared` first.
     """
     return f"""
 demand_buckets AS (
-    INSERT INTO analytics_demandbucket (entity_id, hour, count)
-    SELECT entity_id, hour, amount FROM {source} ORDER BY 1, 2
-    ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count + EXCLUDED.count
+    INSERT INTO analytics_demandbucket (entity_id, hour, count, returned)
+    SELECT entity_id, hour, amount, returned FROM {source} ORDER BY 1, 2
+    ON CONFLICT (entity_id, hour) DO UPDATE SET
+        count = analytics_demandbucket.count + EXCLUDED.count,
+        returned = analytics_demandbucket.returned + EXCLUDED.returned
 ), demand_windows AS (
     INSERT INTO analytics_demandwindow AS w (entity_id, {_COLUMNS})
     SELECT added.entity_id, {_ADDED_SUMS}
     FROM {source} AS added CROSS JOIN analytics_demandwindowstate AS state
-    WHERE state.id = 1 AND added.hour < state.hour
+    WHERE state.id = 1 AND added.amount > 0 AND added.hour < state.hour
         AND added.hour > state.hour - interval '{WINDOW_SPAN_HOURS} hours'
     GROUP BY added.entity_id
     ORDER BY added.entity_id
@@ -70,7 +73,8 @@ demand_buckets AS (
 
 _ADD_SQL = f"""
 WITH added AS (
-    SELECT entity_id, date_trunc('hour', hour, 'UTC') AS hour, sum(amount)::bigint AS amount
+    SELECT entity_id, date_trunc('hour', hour, 'UTC') AS hour, sum(amount)::bigint AS amount,
+           sum(amount)::bigint AS returned
     FROM unnest(%s::uuid[], %s::timestamptz[], %s::bigint[]) AS b(entity_id, hour, amount)
     GROUP BY 1, 2
 ), {demand_add_ctes(source="added")}
@@ -222,6 +226,7 @@ class SignalColumns(NamedTuple):
     event_ids: str
     entity_ids: str
     timestamps: str
+    subjects: str
 
 
 def signal_columns(signals: Sequence[QuerySignal]) -> SignalColumns:
@@ -230,33 +235,39 @@ def signal_columns(signals: Sequence[QuerySignal]) -> SignalColumns:
         pg_array_literal([signal.event_id for signal in signals]),
         pg_array_literal([signal.entity_id for signal in signals]),
         pg_array_literal([signal.timestamp for signal in signals]),
+        pg_array_literal([signal.role == ROLE_SUBJECT for signal in signals]),
     )
 
 
 # One statement counts a batch: lock the named entities' demand rows (entity id order), keep the first
 # event per event id among those naming an existing entity, record the ids in the inbox, and move
-# counters, buckets and windows by the events the inbox did not hold yet. It returns the existing
+# counters, buckets and windows by the events the inbox did not hold yet. Every signal moves query_count
+# and buckets' `returned`; only subject signals move demand_score, buckets' `count` and the windows. It returns the existing
 # entity ids and how many events were counted.
 _SIGNALS_APPLY_SQL = f"""
 WITH named AS (
-    SELECT * FROM unnest(%(event_ids)s::uuid[], %(entity_ids)s::uuid[], %(timestamps)s::timestamptz[])
-        WITH ORDINALITY AS named(event_id, entity_id, at, position)
+    SELECT * FROM unnest(
+        %(event_ids)s::uuid[], %(entity_ids)s::uuid[], %(timestamps)s::timestamptz[], %(subjects)s::bool[]
+    ) WITH ORDINALITY AS named(event_id, entity_id, at, subject, position)
 ), known AS (
     SELECT entity_id AS id FROM entities_entitydemand WHERE entity_id IN (SELECT entity_id FROM named)
     ORDER BY entity_id FOR NO KEY UPDATE
 ), batch AS (
-    SELECT DISTINCT ON (event_id) event_id, entity_id, at
+    SELECT DISTINCT ON (event_id) event_id, entity_id, at, subject
     FROM named WHERE entity_id IN (SELECT id FROM known)
     ORDER BY event_id, position
 ), fresh AS ({inbox_insert_sql(source="batch")}
 ), counted AS (
-    SELECT batch.entity_id, batch.at FROM batch JOIN fresh USING (event_id)
+    SELECT batch.entity_id, batch.at, batch.subject FROM batch JOIN fresh USING (event_id)
 ), per_entity AS (
-    SELECT entity_id, count(*) AS score_amount, count(*) AS count_amount, min(at) AS first_at, max(at) AS last_at
+    SELECT entity_id, count(*) FILTER (WHERE subject) AS score_amount, count(*) AS count_amount,
+           min(at) AS first_at, max(at) AS last_at
     FROM counted GROUP BY entity_id
 ), counters AS ({demand_counters_add_sql(source="per_entity")}
 ), per_hour AS (
-    SELECT entity_id, date_trunc('hour', at, 'UTC') AS hour, count(*) AS amount FROM counted GROUP BY 1, 2
+    SELECT entity_id, date_trunc('hour', at, 'UTC') AS hour, count(*) FILTER (WHERE subject) AS amount,
+           count(*) AS returned
+    FROM counted GROUP BY 1, 2
 ), {demand_add_ctes(source="per_hour")}
 SELECT (SELECT array_agg(id) FROM known), (SELECT count(*) FROM fresh)
 """  # noqa: S608 - built from constants only
@@ -328,13 +339,14 @@ WITH locked AS (
       AND (first_queried_at IS NULL OR first_queried_at >= %(audit_from)s)
     ORDER BY entity_id FOR NO KEY UPDATE
 ), totals AS (
-    SELECT locked.entity_id, coalesce(sum(b.count), 0) AS total, locked.query_count, locked.demand_score
+    SELECT locked.entity_id, coalesce(sum(b.count), 0) AS score_total, coalesce(sum(b.returned), 0) AS count_total,
+           locked.query_count, locked.demand_score
     FROM locked LEFT JOIN analytics_demandbucket AS b ON b.entity_id = locked.entity_id
     GROUP BY locked.entity_id, locked.query_count, locked.demand_score
 ), differences AS (
-    SELECT entity_id, total - demand_score AS score_amount, total - query_count AS count_amount,
+    SELECT entity_id, score_total - demand_score AS score_amount, count_total - query_count AS count_amount,
            NULL::timestamptz AS first_at, NULL::timestamptz AS last_at
-    FROM totals WHERE query_count <> total OR demand_score <> total
+    FROM totals WHERE query_count <> count_total OR demand_score <> score_total
 ), moved AS ({demand_counters_add_sql(source="differences")}
     RETURNING 1
 )

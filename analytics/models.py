@@ -12,7 +12,8 @@ from entities.models import EntityDemand
 
 
 class DemandBucket(models.Model):
-    """How many distinct QuerySignal events named `entity` in the UTC hour starting at `hour`.
+    """How many distinct QuerySignal events named `entity` in the UTC hour starting at `hour`: as the subject
+    (`count`) and in any role (`returned`).
 
     The stream worker inserts about one bucket per event, so the table keeps its writes few: the primary
     key is (entity, hour) itself (no surrogate id and its index), and the reference to the entity is not
@@ -30,7 +31,10 @@ class DemandBucket(models.Model):
         db_constraint=False,
     )
     hour = models.DateTimeField()
+    # Subject signals: the demand (demand_score's history; trending windows and charts read it).
     count = models.BigIntegerField(default=0)
+    # Every signal, subject or related (query_count's history).
+    returned = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [

@@ -533,7 +533,7 @@ def demand_audit_from(*, now: datetime | None = None) -> datetime:
 
 
 def demand_counters_audit(*, now: datetime | None = None, limit: int | None = None) -> DemandAudit:
-    """Compare query_count and demand_score with the sum of each entity's buckets (one snapshot)."""
+    """Compare demand_score and query_count with the sums of each entity's buckets' count and returned (one snapshot)."""
     audit_from = demand_audit_from(now=now)
     auditable = Q(first_queried_at__isnull=True) | Q(first_queried_at__gte=audit_from)
     counts = EntityDemand.objects.aggregate(
@@ -542,20 +542,23 @@ def demand_counters_audit(*, now: datetime | None = None, limit: int | None = No
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT d.entity_id, e.name, d.query_count, d.demand_score, coalesce(t.total, 0) AS bucket_total
+            SELECT d.entity_id, e.name, d.query_count, d.demand_score, coalesce(t.total, 0) AS bucket_total,
+                   coalesce(t.returned, 0) AS bucket_returned
             FROM entities_entitydemand AS d
             JOIN entities_entity AS e ON e.id = d.entity_id
             LEFT JOIN (
-                SELECT entity_id, sum(count) AS total FROM analytics_demandbucket GROUP BY entity_id
+                SELECT entity_id, sum(count) AS total, sum(returned) AS returned
+                FROM analytics_demandbucket GROUP BY entity_id
             ) AS t ON t.entity_id = d.entity_id
             WHERE (d.first_queried_at IS NULL OR d.first_queried_at >= %s)
-              AND (d.query_count <> coalesce(t.total, 0) OR d.demand_score <> coalesce(t.total, 0))
-            ORDER BY abs(d.query_count - coalesce(t.total, 0)) DESC, d.entity_id
+              AND (d.query_count <> coalesce(t.returned, 0) OR d.demand_score <> coalesce(t.total, 0))
+            ORDER BY abs(d.demand_score - coalesce(t.total, 0)) + abs(d.query_count - coalesce(t.returned, 0)) DESC,
+                     d.entity_id
             LIMIT %s
             """,
             [audit_from, limit],
         )
-        columns = ("id", "name", "query_count", "demand_score", "bucket_total")
+        columns = ("id", "name", "query_count", "demand_score", "bucket_total", "bucket_returned")
         differences = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     return DemandAudit(
         audit_from=audit_from,

@@ -61,6 +61,28 @@ def test_one_batch_counts_first_per_event_id_rejects_unknown_entities_and_skips_
     assert ProcessedEvent.objects.count() == 3
 
 
+def test_demand_score_counts_subject_signals_and_query_count_every_returned_signal(db):
+    asked, named = entities_make(2)
+    subject = replace(signals_make([asked], 1, seed=11)[0], timestamp=H0 + timedelta(minutes=5))
+    related = replace(signals_make([named], 1, seed=12)[0], timestamp=H0 + timedelta(minutes=5), role="related", rank=2)
+    related_earlier = replace(related, event_id=uuid.uuid4(), timestamp=H0 - timedelta(hours=3))
+    legacy = replace(subject, event_id=uuid.uuid4())  # no role on the wire: a subject at rank 1
+
+    result = query_signals_apply(signals=[subject, related, related_earlier, legacy])
+    query_signals_apply(signals=[related])  # delivered again: counted once
+
+    assert result.applied == 4
+    assert _demand(asked)[:2] == (2, 2)
+    assert _demand(named)[:2] == (2, 0)  # returned twice, never the subject: no demand
+    buckets = DemandBucket.objects.filter(entity=named).order_by("hour").values_list("hour", "count", "returned")
+    assert list(buckets) == [(H0 - timedelta(hours=3), 0, 1), (H0, 0, 1)]
+    assert not DemandWindow.objects.filter(entity_id=named.id).exists()  # related signals move no window
+    audit_from = H0 - timedelta(days=1)
+    EntityDemand.objects.filter(entity=named).update(query_count=9, demand_score=4)
+    assert demand_counters_rebuild(entity_ids=[named.id], audit_from=audit_from) == 1
+    assert _demand(named)[:2] == (2, 0)  # rebuilt from returned and count
+
+
 def test_columns_built_ahead_give_the_same_counts_as_the_signals_alone(db):
     entities = entities_make(20)
     signals = signals_make(entities, 500, seed=7)

@@ -56,8 +56,8 @@ TYPE_SHARES = [
 # rising) or the older half (t < 0, falling), otherwise anywhere in it; ages are whole hours back from h0.
 # Rows go in hour order, as the worker writes them over time.
 EVENTS_SQL = """
-INSERT INTO analytics_demandbucket (entity_id, hour, count)
-SELECT r.entity_id, %(h0)s::timestamptz - e.age * interval '1 hour', count(*)
+INSERT INTO analytics_demandbucket (entity_id, hour, count, returned)
+SELECT r.entity_id, %(h0)s::timestamptz - e.age * interval '1 hour', count(*), count(*)
 FROM (
     SELECT rank, floor(CASE
         WHEN pick < abs(t.trend) AND t.trend > 0 THEN spot * %(hours)s / 2
@@ -336,9 +336,10 @@ class Command(BaseCommand):
         ids = list(Entity.objects.order_by("?").values_list("id", flat=True)[:20_000])
         h0 = hour_floor(now)
         plain_sql = (
-            "INSERT INTO analytics_demandbucket (entity_id, hour, count)"
-            " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::bigint[]) ORDER BY 1, 2"
-            " ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count + EXCLUDED.count"
+            "INSERT INTO analytics_demandbucket (entity_id, hour, count, returned)"
+            " SELECT b.*, b.count FROM unnest(%s::uuid[], %s::timestamptz[], %s::bigint[]) AS b(entity_id, hour, count)"
+            " ORDER BY 1, 2 ON CONFLICT (entity_id, hour) DO UPDATE SET count = analytics_demandbucket.count"
+            " + EXCLUDED.count, returned = analytics_demandbucket.returned + EXCLUDED.returned"
         )
 
         def plain_add(counts):

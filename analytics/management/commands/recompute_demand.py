@@ -30,7 +30,7 @@ class Command(BaseCommand):
         for row in audit.differences[:SHOWN]:
             self.stdout.write(
                 f"  {row['id']} {row['name']!r}: query_count {row['query_count']}, demand_score "
-                f"{row['demand_score']}, buckets {row['bucket_total']}"
+                f"{row['demand_score']}, buckets {row['bucket_returned']} returned / {row['bucket_total']} as subject"
             )
         if len(audit.differences) > SHOWN:
             self.stdout.write(f"  ... and {len(audit.differences) - SHOWN} more")
