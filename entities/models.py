@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
@@ -147,3 +149,49 @@ class RefreshRequest(models.Model):
 
     def __str__(self) -> str:
         return f"refresh {self.entity_id} at {self.requested_at:%Y-%m-%d %H:%M}"
+
+
+class AnswerRecord(models.Model):
+    """One `/api/answer`: what was asked, what came back, and the durable source of its QuerySignals.
+
+    `entities` holds one {"id", "entity_type", "role", "rank", "score"} per returned entity, in rank
+    order; `entity_ids` repeats the ids as an array so "questions that returned this entity" reads a GIN
+    index. `signals_settled` is false until reconciliation has seen every signal counted (or given up);
+    the partial index keeps that scan to the few unsettled rows. The user is a reference only: deleting
+    the user keeps the record, anonymised.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    asked_at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="answer_records"
+    )
+    question = models.TextField()
+    question_normalized = models.TextField()
+    entities = models.JSONField(default=list, blank=True)
+    entity_ids = ArrayField(models.UUIDField(), default=list, blank=True)
+    result_count = models.PositiveSmallIntegerField(default=0)
+    subject_count = models.PositiveSmallIntegerField(default=0)
+    latency_ms = models.FloatField()
+    composer = models.CharField(max_length=32)
+    signals_settled = models.BooleanField(default=False)
+    # When the signals were last sent (the answer, or a reconciliation's re-send).
+    signals_sent_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["signals_sent_at"],
+                condition=models.Q(signals_settled=False),
+                name="answer_record_unsettled",
+            ),
+            models.Index(
+                fields=["asked_at"],
+                include=["question_normalized", "result_count", "subject_count", "user"],
+                name="answer_record_asked_questions",
+            ),
+            GinIndex(fields=["entity_ids"], name="answer_record_entity_ids"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asked_at:%Y-%m-%d %H:%M} {self.question[:60]}"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db.models import Count, Min
 
-from streams.models import OutboxEvent
+from streams.models import OutboxEvent, ProcessedEvent
 from streams.redis import redis_client
 from streams.worker import HEARTBEAT_PREFIX
 
@@ -166,3 +168,11 @@ def dead_letter_list(*, limit: int = 100, client: redis.Redis | None = None) -> 
     """The oldest `limit` dead-letter entries (replay order), each with its reason."""
     client = client or redis_client()
     return [dead_letter_entry(i, f) for i, f in client.xrange(settings.STREAM_DEAD_LETTER, count=limit)]
+
+
+def inbox_counted(*, event_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids among `event_ids` that the inbox holds: their effects are committed."""
+    ids = list(event_ids)
+    if not ids:
+        return set()
+    return set(ProcessedEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from analytics.models import DemandBucket
 from analytics.services import demand_buckets_add, hour_floor, refresh_claim_key
-from entities.models import Entity, EntityDemand, RefreshRequest
+from entities.answer_records import answer_record_create
+from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
 from streams.events import QuerySignal
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.worker import StreamWorker
@@ -289,9 +290,15 @@ def test_prune_demand_data_drops_what_is_past_retention():
             ProcessedEvent(event_id=uuid.uuid4(), processed_at=now - timedelta(days=1)),
         ]
     )
+    for days in (91, 89):
+        answer_record_create(
+            question="q", hits=[], user_id=None, latency_ms=1, composer="x", asked_at=now - timedelta(days=days)
+        )
     assert run("prune_demand_data") == (
-        "Pruned 2 demand buckets (retention 90 days) and 2 inbox event ids (retention 7 days).\n"
+        "Pruned 2 demand buckets (retention 90 days), 2 inbox event ids (retention 7 days) and "
+        "1 answer records (retention 90 days).\n"
     )
     assert DemandBucket.objects.count() == 1
     assert ProcessedEvent.objects.count() == 1
+    assert AnswerRecord.objects.count() == 1
     assert run("prune_demand_data").startswith("Pruned 0 demand buckets")
