@@ -417,6 +417,7 @@ def demand_entity(*, entity: Entity, now: datetime | None = None) -> dict:
         "growth_rate": week["growth_rate"],
         "trend_score": week["trend_score"],
         "windows": windows,
+        "top_questions": questions_for_entity(entity_id=entity.pk, now=now),
     }
 
 
@@ -510,3 +511,66 @@ def demand_counters_audit(*, now: datetime | None = None, limit: int | None = No
         skipped_history_pruned=counts["skipped"],
         differences=differences,
     )
+
+
+# -- questions (answer records) ---------------------------------------------------------------------------
+
+TOP_QUESTIONS_PER_ENTITY = 5
+ENTITY_QUESTIONS_DAYS = 30
+
+# One row per normalized question asked in [since, now]: how often, by how many users, one wording as asked.
+# `low_confidence`: every answer to it returned entities, none of them a subject (only related matches).
+_QUESTIONS_SQL = """
+SELECT question_normalized AS question, count(*) AS count, count(DISTINCT user_id) AS users,
+       min(question) AS example, avg(result_count)::float AS avg_results, max(asked_at) AS last_asked_at,
+       bool_and(result_count > 0) AS low_confidence
+FROM entities_answerrecord
+WHERE asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
+GROUP BY question_normalized
+ORDER BY count DESC, question_normalized
+LIMIT %(limit)s
+"""
+# A content gap: the answer returned no entity, or no subject (only entities related to nothing asked).
+_GAPS_CONDITION = "AND subject_count = 0"
+
+
+def _questions(*, timeframe: str, limit: int, now: datetime | None, gaps: bool) -> list[dict]:
+    now = now or timezone.now()
+    since = now - timedelta(hours=TIMEFRAME_HOURS[timeframe])
+    sql = _QUESTIONS_SQL.format(gaps=_GAPS_CONDITION if gaps else "")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"since": since, "now": now, "limit": limit})
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:
+        row["avg_results"] = round(row["avg_results"], 2)
+        if not gaps:
+            del row["low_confidence"]
+    return rows
+
+
+def questions_top(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
+    """The most asked normalized questions in the timeframe, by count (ties by question)."""
+    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=False)
+
+
+def questions_gaps(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
+    """Content gaps: the most asked questions whose answer had no subject (nothing, or only related)."""
+    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=True)
+
+
+def questions_for_entity(
+    *, entity_id: uuid.UUID, limit: int = TOP_QUESTIONS_PER_ENTITY, now: datetime | None = None
+) -> list[dict]:
+    """The normalized questions whose answers returned the entity most in the last 30 days, with counts."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT question_normalized, count(*) FROM entities_answerrecord
+            WHERE entity_ids @> ARRAY[%(entity)s]::uuid[] AND asked_at >= %(since)s AND asked_at <= %(now)s
+            GROUP BY question_normalized ORDER BY count(*) DESC, question_normalized LIMIT %(limit)s
+            """,
+            {"entity": entity_id, "since": now - timedelta(days=ENTITY_QUESTIONS_DAYS), "now": now, "limit": limit},
+        )
+        return [{"question": question, "count": count} for question, count in cursor.fetchall()]

@@ -19,18 +19,21 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.test import Client, override_settings
+from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 from tqdm import tqdm
 
-from entities.answer_records import answer_record_create
+from entities.answer_records import answer_record_create, answer_record_signals, answer_signals_reconcile
 from entities.models import AnswerRecord, Entity, EntityType
 from entities.retrieval import SearchHit, entity_search
+from streams.models import ProcessedEvent
 from streams.redis import redis_client
 
 LATENCY_TARGET_MS = 50.0
@@ -382,12 +385,36 @@ class Command(BaseCommand):
                 question=ANCHOR_QUESTION, hits=hits, user_id=user_id, latency_ms=1.0, composer="extractive"
             )
             inserts.append((time.perf_counter() - started) * 1000)
+        self._reconcile_cost(user_id=user_id)
         p95 = percentile(inserts, 0.95)
         self.stdout.write(
             f"\nanswer record INSERT ({requests} records, 5 entities each): p50 {percentile(inserts, 0.5):.2f} ms,"
             f" p95 {p95:.2f} ms — budget p95 <= {RECORD_BUDGET_MS:.0f} ms"
             f" {'met' if p95 <= RECORD_BUDGET_MS else 'MISSED'}; baseline SELECT 1 round trip"
             f" p50 {percentile(round_trips, 0.5):.2f} ms, p95 {percentile(round_trips, 0.95):.2f} ms"
+        )
+
+    def _reconcile_cost(self, *, user_id: int) -> None:
+        """Time the steady-state reconciliation: records whose signals the worker counted, checked and settled."""
+        records = AnswerRecord.objects.filter(user_id=user_id, signals_settled=False)
+        event_ids = {
+            signal.event_id
+            for record in records.only("id", "asked_at", "question", "entities")
+            for signal in answer_record_signals(record)
+        }
+        ProcessedEvent.objects.bulk_create(
+            [ProcessedEvent(event_id=event_id) for event_id in event_ids], ignore_conflicts=True
+        )
+        try:
+            started = time.perf_counter()
+            outcome = answer_signals_reconcile(now=timezone.now() + timedelta(days=1) - timedelta(seconds=1))
+            seconds = time.perf_counter() - started
+        finally:
+            ProcessedEvent.objects.filter(event_id__in=event_ids).delete()
+        self.stdout.write(
+            f"\nreconciliation: {outcome.checked} answers ({len(event_ids)} signals, all counted) checked and "
+            f"{outcome.settled} settled in {seconds * 1000:.0f} ms = {len(event_ids) / seconds:,.0f} signals/s "
+            f"({outcome.resent} re-sent)"
         )
 
     def _latency(self, questions: list[Question], requests: int, limit: int, seed: int) -> None:
