@@ -1,4 +1,4 @@
-"""The admin's "Demand dashboard": stats, top, trending, stale, 30 days of queries and stream health.
+"""The admin's "Demand dashboard": stats, top, trending, stale, questions, gaps, 30 days of queries, stream health.
 
 Every number comes from analytics.selectors and streams.selectors, the same functions the API uses.
 The page is linked from the admin index (`index_template`) and routed in mandate_wizard/urls.py.
@@ -15,7 +15,16 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from analytics.charts import timeseries_chart
-from analytics.selectors import TIMEFRAMES, demand_stale, demand_stats, demand_timeseries, demand_top, demand_trending
+from analytics.selectors import (
+    TIMEFRAMES,
+    demand_stale,
+    demand_stats,
+    demand_timeseries,
+    demand_top,
+    demand_trending,
+    questions_gaps,
+    questions_top,
+)
 from streams.selectors import streams_info
 
 logger = logging.getLogger(__name__)
@@ -27,7 +36,7 @@ admin.site.index_template = "analytics/admin/index.html"
 
 
 def demand_dashboard(request: HttpRequest) -> HttpResponse:
-    """The dashboard page; `?timeframe=1d|7d|30d` switches the trending table (default 7d)."""
+    """The dashboard page; `?timeframe=1d|7d|30d` switches the trending and question tables (default 7d)."""
     timeframe = request.GET.get("timeframe", "7d")
     if timeframe not in TIMEFRAMES:
         timeframe = "7d"
@@ -48,6 +57,8 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
         "timeframe": timeframe,
         "trending": demand_trending(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
         "stale": demand_stale(limit=DASHBOARD_ROWS, now=now),
+        "top_questions": questions_top(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
+        "gaps": questions_gaps(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
         "series": series,
         "chart": timeseries_chart(series=series, title=f"Queries per day, last {CHART_DAYS} days"),
         "pipeline": pipeline,

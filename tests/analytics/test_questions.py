@@ -107,3 +107,26 @@ def test_question_reports_follow_the_analytics_access_rules(api_client, user_cli
     assert api_client.get(QUESTIONS + path).status_code == 401
     assert user_client.get(QUESTIONS + path).json() == {"error": "Only staff users may read analytics."}
     assert staff_client.get(QUESTIONS + path).json() == {"questions": [], "total": 0, "timeframe": "7d", "limit": 10}
+
+
+@pytest.fixture
+def admin_client(client, staff_user):
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    return client
+
+
+def test_the_dashboard_shows_top_questions_and_content_gaps(admin_client, scripted):
+    content = admin_client.get("/admin/demand-dashboard/", {"timeframe": "1d"}).content.decode()
+    top = content[content.index('id="top-questions"') : content.index('id="content-gaps"')]
+    gaps = content[content.index('id="content-gaps"') : content.index('id="stale-entities"')]
+    assert "<td>who is chris mansolillo</td>" in top and '<td class="num">3</td>' in top
+    assert "<td>what is the airspeed of a swallow</td>" in gaps and "only related entities" in gaps
+    assert "who is chris mansolillo" not in gaps
+
+
+def test_the_entity_admin_page_shows_its_top_questions(admin_client, scripted):
+    content = admin_client.get(f"/admin/entities/entity/{scripted['chris'].pk}/change/").content.decode()
+    panel = content[content.index('id="entity-top-questions"') : content.index('id="entity-refresh-requests"')]
+    assert "<td>who is chris mansolillo</td><td>4</td>" in panel
