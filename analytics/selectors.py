@@ -21,7 +21,7 @@ from django.utils import timezone
 from analytics.definitions import TIMEFRAME_HOURS, hour_floor, trend_score_sql, trending_sql
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
 from analytics.services import demand_totals_rebuild, demand_windows_roll
-from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
+from entities.models import AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
 INTERVALS = ("day", "hour")
@@ -574,3 +574,15 @@ def questions_for_entity(
             {"entity": entity_id, "since": now - timedelta(days=ENTITY_QUESTIONS_DAYS), "now": now, "limit": limit},
         )
         return [{"question": question, "count": count} for question, count in cursor.fetchall()]
+
+
+def answers_unreconciled(*, now: datetime | None = None) -> int:
+    """Answers whose signals are still not all seen counted two reconcile bounds after they were sent.
+
+    A reconciliation that runs every bound settles or re-sends every answer within two bounds, so any
+    such answer means the reconciliation is not running or its re-sends are not being counted.
+    """
+    bound = timedelta(seconds=2 * settings.ANSWER_RECONCILE_AFTER_SECONDS)
+    return AnswerRecord.objects.filter(
+        signals_settled=False, signals_sent_at__lt=(now or timezone.now()) - bound
+    ).count()

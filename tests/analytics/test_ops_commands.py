@@ -18,6 +18,7 @@ from analytics.models import DemandBucket
 from analytics.services import demand_buckets_add, hour_floor, refresh_claim_key
 from entities.answer_records import answer_record_create
 from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
+from entities.retrieval import SearchHit
 from streams.events import QuerySignal
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.worker import StreamWorker
@@ -231,6 +232,23 @@ def test_recompute_demand_check_passes_on_a_consistent_state():
         "Demand audit: 0 entities differ from their buckets; 3 entities checked, 0 skipped (first queried before "
         + output.split("first queried before ")[1]
     )
+    assert output.endswith(
+        "Answer audit: 0 answers with signals not seen counted 120 s after they were sent (run reconcile_answers).\n"
+    )
+
+
+def test_recompute_demand_check_fails_on_answers_reconciliation_left_behind():
+    _demand_state()
+    entity = EntityFactory()
+    hits = [SearchHit(entity.id, entity.name, entity.entity_type, {}, 1.0)]
+    answer_record_create(
+        question="q", hits=hits, user_id=None, latency_ms=1, composer="x", asked_at=timezone.now() - timedelta(hours=1)
+    )
+    out = StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("recompute_demand", "--check", stdout=out)
+    assert exited.value.code == 1
+    assert "Answer audit: 1 answers with signals not seen counted 120 s" in out.getvalue()
 
 
 def test_recompute_demand_finds_and_repairs_drift():
