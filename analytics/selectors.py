@@ -520,15 +520,26 @@ ENTITY_QUESTIONS_DAYS = 30
 
 # One row per normalized question asked in [since, now]: how often, by how many users, one wording as asked.
 # `low_confidence`: every answer to it returned entities, none of them a subject (only related matches).
+# Two steps, because count(DISTINCT user_id) over every question is a sort of the whole timeframe: rank the
+# questions by count (a hash aggregate), then count users and pick the example for those `limit` only, from
+# the (question_normalized, asked_at) index (measured at 1M records: 3x faster, docs/analytics.md).
 _QUESTIONS_SQL = """
-SELECT question_normalized AS question, count(*) AS count, count(DISTINCT user_id) AS users,
-       min(question) AS example, avg(result_count)::float AS avg_results, max(asked_at) AS last_asked_at,
-       bool_and(result_count > 0) AS low_confidence
-FROM entities_answerrecord
-WHERE asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
-GROUP BY question_normalized
-ORDER BY count DESC, question_normalized
-LIMIT %(limit)s
+WITH ranked AS (
+    SELECT question_normalized AS question, count(*) AS count, avg(result_count)::float AS avg_results,
+           max(asked_at) AS last_asked_at, bool_and(result_count > 0) AS low_confidence
+    FROM entities_answerrecord
+    WHERE asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
+    GROUP BY question_normalized
+    ORDER BY count DESC, question_normalized
+    LIMIT %(limit)s
+)
+SELECT ranked.question, ranked.count, asked.users, asked.example, ranked.avg_results, ranked.last_asked_at,
+       ranked.low_confidence
+FROM ranked CROSS JOIN LATERAL (
+    SELECT count(DISTINCT user_id) AS users, min(question) AS example FROM entities_answerrecord
+    WHERE question_normalized = ranked.question AND asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
+) AS asked
+ORDER BY ranked.count DESC, ranked.question
 """
 # A content gap: the answer returned no entity, or no subject (only entities related to nothing asked).
 _GAPS_CONDITION = "AND subject_count = 0"

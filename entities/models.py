@@ -190,6 +190,12 @@ class AnswerRecord(models.Model):
                 include=["question_normalized", "result_count", "subject_count", "user"],
                 name="answer_record_asked_questions",
             ),
+            # One question's answers in a timeframe: users and an example for the top questions.
+            models.Index(
+                fields=["question_normalized", "asked_at"],
+                include=["user", "question", "subject_count"],
+                name="answer_record_question_asked",
+            ),
             GinIndex(fields=["entity_ids"], name="answer_record_entity_ids"),
         ]
 
