@@ -21,7 +21,7 @@ from entities.questions import answer_signal_event_id, question_normalize
 from entities.retrieval import SearchHit
 from streams.events import ROLE_SUBJECT, QuerySignal
 from streams.publisher import PublishOutcome, query_signals_publish
-from streams.selectors import inbox_counted
+from streams.selectors import inbox_counted, outbox_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +95,12 @@ def answer_signals_publish(*, record: AnswerRecord) -> PublishOutcome:
 
 @dataclass
 class ReconcileOutcome:
-    """What one reconciliation did: records checked and settled, signals re-sent, signals given up."""
+    """What one reconciliation did: records checked and settled, signals re-sent, held back, given up."""
 
     checked: int = 0
     settled: int = 0
     resent: int = 0
+    held: int = 0
     given_up: int = 0
 
 
@@ -111,11 +112,14 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
     event ids (so the inbox counts each at most once) and the record's send time moves to `now`, so it is
     checked again one bound later. Gives up (settles, logs) on signals of entities that no longer exist
     and on records older than INBOX_RETENTION_DAYS, whose counted ids the inbox may have forgotten.
+    While the outbox holds events (Redis was unreachable) nothing is re-sent: the missing signals may be
+    waiting there, and re-sending each minute of an outage would pile copies into the outbox.
     """
     now = now or timezone.now()
     bound = now - timedelta(seconds=settings.ANSWER_RECONCILE_AFTER_SECONDS)
     inbox_horizon = now - timedelta(days=settings.INBOX_RETENTION_DAYS)
     outcome = ReconcileOutcome()
+    hold = outbox_waiting()
     while outcome.checked < limit:
         records = list(
             AnswerRecord.objects.filter(signals_settled=False, signals_sent_at__lt=bound)
@@ -126,7 +130,9 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
             break
         outcome.checked += len(records)
         settled, resend_records, resend = _reconcile_chunk(records, inbox_horizon=inbox_horizon, outcome=outcome)
-        if resend:
+        if resend and hold:
+            outcome.held += len(resend)
+        elif resend:
             query_signals_publish(signals=resend)
             outcome.resent += len(resend)
             AnswerRecord.objects.filter(id__in=resend_records).update(signals_sent_at=now)
@@ -141,10 +147,11 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
         )
     if outcome.checked:
         logger.info(
-            "answer reconciliation: %d records checked, %d settled, %d signals re-sent",
+            "answer reconciliation: %d records checked, %d settled, %d signals re-sent, %d held (outbox not empty)",
             outcome.checked,
             outcome.settled,
             outcome.resent,
+            outcome.held,
         )
     return outcome
 

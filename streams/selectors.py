@@ -176,3 +176,8 @@ def inbox_counted(*, event_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     if not ids:
         return set()
     return set(ProcessedEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
+
+
+def outbox_waiting() -> bool:
+    """Whether any event waits in the outbox (Redis was unreachable and the relay has not caught up)."""
+    return OutboxEvent.objects.exists()

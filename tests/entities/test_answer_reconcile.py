@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from entities.answer_records import answer_signals_reconcile
 from entities.models import AnswerRecord, Entity, EntityDemand
-from streams.models import ProcessedEvent
+from streams.models import OutboxEvent, ProcessedEvent
 from streams.publisher import redis_circuit
 from streams.redis import redis_client
 from streams.worker import StreamWorker
@@ -101,6 +101,19 @@ def test_resent_signals_are_not_resent_again_before_the_bound_passes_once_more(d
     assert answer_signals_reconcile(now=now).resent == returned
     assert answer_signals_reconcile(now=now + timedelta(seconds=1)).resent == 0
     assert redis_client.xlen(QS) == returned
+
+
+def test_nothing_is_resent_while_the_outbox_holds_events(db, user_client, redis_client):
+    catalog_create()
+    ask_all(user_client, QUESTIONS[:1])
+    redis_client.delete(QS)
+    returned = AnswerRecord.objects.get().result_count
+    OutboxEvent.objects.create(stream=QS, fields={"event_id": "waiting"})
+    held = answer_signals_reconcile(now=later())
+    assert (held.resent, held.held, held.settled) == (0, returned, 0)
+    assert redis_client.xlen(QS) == 0
+    OutboxEvent.objects.all().delete()
+    assert answer_signals_reconcile(now=later()).resent == returned
 
 
 def test_reconcile_gives_up_on_deleted_entities_and_records_past_the_inbox_retention(db, user_client, redis_client):

@@ -21,5 +21,6 @@ class Command(BaseCommand):
         outcome = answer_signals_reconcile(limit=options["limit"])
         self.stdout.write(
             f"checked {outcome.checked} answers older than {settings.ANSWER_RECONCILE_AFTER_SECONDS} s: "
-            f"{outcome.settled} settled, {outcome.resent} signals re-sent, {outcome.given_up} given up"
+            f"{outcome.settled} settled, {outcome.resent} signals re-sent, {outcome.held} held back (outbox not "
+            f"empty), {outcome.given_up} given up"
         )
