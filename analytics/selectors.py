@@ -578,8 +578,8 @@ def questions_for_entity(
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT question_normalized, count(*) FROM entities_answerrecord
-            WHERE entity_ids @> ARRAY[%(entity)s]::uuid[] AND asked_at >= %(since)s AND asked_at <= %(now)s
+            SELECT question_normalized, count(*) FROM entities_answerrecordentity
+            WHERE entity_id = %(entity)s AND asked_at >= %(since)s AND asked_at <= %(now)s
             GROUP BY question_normalized ORDER BY count(*) DESC, question_normalized LIMIT %(limit)s
             """,
             {"entity": entity_id, "since": now - timedelta(days=ENTITY_QUESTIONS_DAYS), "now": now, "limit": limit},

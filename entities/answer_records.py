@@ -6,6 +6,7 @@ still imports entities.services.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from django.utils import timezone
 from entities.models import AnswerRecord, Entity
 from entities.questions import answer_signal_event_id, question_normalize
 from entities.retrieval import SearchHit
+from mandate_wizard.databases import pg_array_literal
 from streams.events import ROLE_SUBJECT, QuerySignal
 from streams.publisher import PublishOutcome, query_signals_publish
 from streams.selectors import inbox_counted, outbox_waiting
@@ -27,6 +29,23 @@ logger = logging.getLogger(__name__)
 
 RECONCILE_CHUNK = 500
 PRUNE_CHUNK = 10_000
+
+
+# The record and one row per returned entity, in one statement (one round trip, atomic).
+_RECORD_INSERT_SQL = """
+WITH record AS (
+    INSERT INTO entities_answerrecord (id, asked_at, user_id, question, question_normalized, entities,
+        result_count, subject_count, latency_ms, composer, signals_settled, signals_sent_at)
+    VALUES (%(id)s, %(asked_at)s, %(user_id)s, %(question)s, %(normalized)s, %(entities)s, %(result_count)s,
+        %(subject_count)s, %(latency_ms)s, %(composer)s, %(settled)s, %(asked_at)s)
+    RETURNING id
+), returned AS (
+    INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank)
+    SELECT %(id)s, e.entity_id, %(asked_at)s, %(normalized)s, e.role, e.rank
+    FROM unnest(%(entity_ids)s::uuid[], %(roles)s::text[], %(ranks)s::int[]) AS e(entity_id, role, rank)
+)
+SELECT count(*) FROM record
+"""
 
 
 def answer_record_create(
@@ -38,11 +57,9 @@ def answer_record_create(
     composer: str,
     asked_at: datetime | None = None,
 ) -> AnswerRecord:
-    """Record one answer (one INSERT); an answer that returned nothing has no signals, so it is settled."""
-    now = asked_at or timezone.now()
-    return AnswerRecord.objects.create(
-        asked_at=now,
-        signals_sent_at=now,
+    """Record one answer (one statement); an answer that returned nothing has no signals, so it is settled."""
+    record = AnswerRecord(
+        asked_at=asked_at or timezone.now(),
         user_id=user_id,
         question=question,
         question_normalized=question_normalize(question),
@@ -56,13 +73,36 @@ def answer_record_create(
             }
             for hit in hits
         ],
-        entity_ids=[hit.id for hit in hits],
         result_count=len(hits),
         subject_count=sum(hit.role == ROLE_SUBJECT for hit in hits),
         latency_ms=latency_ms,
         composer=composer,
         signals_settled=not hits,
     )
+    record.signals_sent_at = record.asked_at
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_INSERT_SQL,
+            {
+                "id": record.id,
+                "asked_at": record.asked_at,
+                "user_id": user_id,
+                "question": record.question,
+                "normalized": record.question_normalized,
+                "entities": json.dumps(record.entities),
+                "result_count": record.result_count,
+                "subject_count": record.subject_count,
+                "latency_ms": latency_ms,
+                "composer": composer,
+                "settled": record.signals_settled,
+                "entity_ids": pg_array_literal([str(hit.id) for hit in hits]),
+                "roles": pg_array_literal([hit.role for hit in hits]),
+                "ranks": pg_array_literal([str(hit.rank) for hit in hits]),
+            },
+        )
+    record._state.adding = False  # saved: the INSERT above is its save()
+    record._state.db = connection.alias
+    return record
 
 
 def answer_record_signals(record: AnswerRecord, *, only: set[uuid.UUID] | None = None) -> list[QuerySignal]:
@@ -181,17 +221,19 @@ def _reconcile_chunk(
 
 
 def answer_records_prune(*, now: datetime | None = None) -> int:
-    """Delete answer records older than ANSWER_RETENTION_DAYS (in chunks); return how many."""
+    """Delete answer records (and their entity rows) older than ANSWER_RETENTION_DAYS, in chunks; return how many."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.ANSWER_RETENTION_DAYS)
     deleted = 0
-    while True:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DELETE FROM entities_answerrecord WHERE id IN ("
-                " SELECT id FROM entities_answerrecord WHERE asked_at < %s LIMIT %s)",
-                [cutoff, PRUNE_CHUNK],
-            )
-            count = cursor.rowcount
-        deleted += count
-        if count < PRUNE_CHUNK:
-            return deleted
+    for table, key in (("entities_answerrecordentity", "id"), ("entities_answerrecord", "id")):
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE asked_at < %s LIMIT %s)",  # noqa: S608 - constants only
+                    [cutoff, PRUNE_CHUNK],
+                )
+                count = cursor.rowcount
+            if table == "entities_answerrecord":
+                deleted += count
+            if count < PRUNE_CHUNK:
+                break
+    return deleted

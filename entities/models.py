@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
@@ -155,10 +154,10 @@ class AnswerRecord(models.Model):
     """One `/api/answer`: what was asked, what came back, and the durable source of its QuerySignals.
 
     `entities` holds one {"id", "entity_type", "role", "rank", "score"} per returned entity, in rank
-    order; `entity_ids` repeats the ids as an array so "questions that returned this entity" reads a GIN
-    index. `signals_settled` is false until reconciliation has seen every signal counted (or given up);
-    the partial index keeps that scan to the few unsettled rows. The user is a reference only: deleting
-    the user keeps the record, anonymised.
+    order; AnswerRecordEntity repeats them one row each, for "the questions that returned this entity".
+    `signals_settled` is false until reconciliation has seen every signal counted (or given up); the
+    partial index keeps that scan to the few unsettled rows. The user is a reference only: deleting the
+    user keeps the record, anonymised.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -169,7 +168,6 @@ class AnswerRecord(models.Model):
     question = models.TextField()
     question_normalized = models.TextField()
     entities = models.JSONField(default=list, blank=True)
-    entity_ids = ArrayField(models.UUIDField(), default=list, blank=True)
     result_count = models.PositiveSmallIntegerField(default=0)
     subject_count = models.PositiveSmallIntegerField(default=0)
     latency_ms = models.FloatField()
@@ -196,8 +194,37 @@ class AnswerRecord(models.Model):
                 include=["user", "question", "subject_count"],
                 name="answer_record_question_asked",
             ),
-            GinIndex(fields=["entity_ids"], name="answer_record_entity_ids"),
         ]
 
     def __str__(self) -> str:
         return f"{self.asked_at:%Y-%m-%d %H:%M} {self.question[:60]}"
+
+    @property
+    def entity_ids(self) -> list[uuid.UUID]:
+        return [uuid.UUID(item["id"]) for item in self.entities]
+
+
+class AnswerRecordEntity(models.Model):
+    """One entity an answer returned, with the answer's time and normalized question copied in.
+
+    Written with its AnswerRecord in one statement and pruned with it by asked_at. No foreign keys: the
+    prune deletes in set-based chunks, and a deleted entity leaves its answers' history intact.
+    The index serves an entity's top questions from the index alone.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    answer_id = models.UUIDField()
+    entity_id = models.UUIDField()
+    asked_at = models.DateTimeField()
+    question_normalized = models.TextField()
+    role = models.CharField(max_length=16)
+    rank = models.PositiveSmallIntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["entity_id", "asked_at"], include=["question_normalized"], name="answer_entity_asked"),
+            models.Index(fields=["asked_at"], name="answer_entity_asked_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity_id} in answer {self.answer_id}"

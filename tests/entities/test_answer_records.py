@@ -12,12 +12,13 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from entities.answer_records import answer_record_create, answer_records_prune
-from entities.models import AnswerRecord
+from entities.models import AnswerRecord, AnswerRecordEntity
 from entities.questions import answer_signal_event_id
+from entities.retrieval import SearchHit
 from streams.events import event_parse
 from streams.publisher import redis_circuit
 from tests.entities.catalog import catalog_create
-from tests.entities.factories import UserFactory
+from tests.entities.factories import EntityFactory, UserFactory
 
 URL = "/api/answer"
 QS = settings.STREAM_QUERY_SIGNALS
@@ -58,6 +59,17 @@ def test_an_answer_writes_its_record_and_signals_carry_the_derived_event_ids(db,
     assert {signal.timestamp for signal in signals} == {record.asked_at}
 
 
+def test_each_returned_entity_gets_a_row_with_the_answers_time_and_question(db, user_client, redis_client):
+    catalog_create()
+    ask(user_client, "Who is Chris Mansolillo?", limit=20)
+    record = AnswerRecord.objects.get()
+    rows = AnswerRecordEntity.objects.filter(answer_id=record.id).order_by("rank")
+    assert [(row.entity_id, row.role, row.rank) for row in rows] == [
+        (uuid.UUID(item["id"]), item["role"], item["rank"]) for item in record.entities
+    ]
+    assert {(row.asked_at, row.question_normalized) for row in rows} == {(record.asked_at, "who is chris mansolillo")}
+
+
 def test_an_answer_about_nothing_is_recorded_settled_with_no_entities(db, user_client, redis_client):
     catalog_create()
     ask(user_client, "What is the airspeed velocity of an unladen swallow?")
@@ -89,9 +101,14 @@ def test_the_record_keeps_a_user_reference_and_nothing_of_the_credentials():
 def test_prune_drops_only_records_older_than_the_retention(db, settings):
     settings.ANSWER_RETENTION_DAYS = 90
     now = timezone.now()
+    entity = EntityFactory()
+    hits = [SearchHit(entity.id, entity.name, entity.entity_type, {}, 1.0)]
     for days in (0, 89, 91, 200):
         answer_record_create(
-            question=f"{days}", hits=[], user_id=None, latency_ms=1, composer="x", asked_at=now - timedelta(days=days)
+            question=f"{days}", hits=hits, user_id=None, latency_ms=1, composer="x", asked_at=now - timedelta(days=days)
         )
     assert answer_records_prune(now=now) == 2
     assert sorted(AnswerRecord.objects.values_list("question", flat=True)) == ["0", "89"]
+    assert sorted(AnswerRecordEntity.objects.values_list("answer_id", flat=True)) == sorted(
+        AnswerRecord.objects.values_list("id", flat=True)
+    )

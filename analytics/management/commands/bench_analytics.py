@@ -90,21 +90,25 @@ WHERE d.entity_id = s.entity_id
 # Answer records over 30 days: Zipf (s = 1) over `questions` distinct questions, one in ten about nothing,
 # the others returning one to three of the Zipf-ranked entities; askers drawn from the bench users.
 ANSWERS_SQL = """
-INSERT INTO entities_answerrecord (id, asked_at, user_id, question, question_normalized, entities, entity_ids,
-    result_count, subject_count, latency_ms, composer, signals_settled, signals_sent_at)
-SELECT gen_random_uuid(), at, (%(users)s::int[])[1 + (hashint4(q + n) & 2147483647) %% cardinality(%(users)s::int[])],
-       'Who is bench person ' || q || '?', 'who is bench person ' || q, '[]'::jsonb,
-       CASE WHEN q %% 10 = 0 THEN '{}'::uuid[] ELSE ARRAY(
-           SELECT entity_id FROM bench_rank WHERE rank BETWEEN 1 + q %% %(entities)s AND 1 + q %% %(entities)s + q %% 3
-       ) END,
-       CASE WHEN q %% 10 = 0 THEN 0 ELSE 1 + q %% 3 END, CASE WHEN q %% 10 = 0 THEN 0 ELSE 1 END,
-       12.5, 'extractive', true, at
+CREATE TEMP TABLE bench_answer AS
+SELECT gen_random_uuid() AS id, at, q,
+       (%(users)s::int[])[1 + (hashint4(q + n) & 2147483647) %% cardinality(%(users)s::int[])] AS user_id,
+       CASE WHEN q %% 10 = 0 THEN 0 ELSE 1 + q %% 3 END AS returned
 FROM (
     SELECT n, least(%(questions)s, floor(exp(random() * ln(%(questions)s + 1)))::int) AS q,
            now() - random() * interval '30 days' AS at
     FROM generate_series(1, %(answers)s) AS n
-) AS raw
-ORDER BY at
+) AS raw;
+INSERT INTO entities_answerrecord (id, asked_at, user_id, question, question_normalized, entities,
+    result_count, subject_count, latency_ms, composer, signals_settled, signals_sent_at)
+SELECT id, at, user_id, 'Who is bench person ' || q || '?', 'who is bench person ' || q, '[]'::jsonb,
+       returned, least(returned, 1), 12.5, 'extractive', true, at
+FROM bench_answer ORDER BY at;
+INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank)
+SELECT a.id, r.entity_id, a.at, 'who is bench person ' || a.q, CASE WHEN k = 1 THEN 'subject' ELSE 'related' END, k
+FROM bench_answer AS a CROSS JOIN LATERAL generate_series(1, a.returned) AS k
+JOIN bench_rank AS r ON r.rank = 1 + (a.q + k - 1) %% %(entities)s
+ORDER BY a.at;
 """
 ANSWER_QUESTIONS = 50_000
 ANSWER_USERS = 500
@@ -282,16 +286,15 @@ class Command(BaseCommand):
         users = User.objects.bulk_create(
             [User(username=f"bench-asker-{index}@example.com", password="!") for index in range(ANSWER_USERS)]
         )
+        params = {
+            "users": [user.pk for user in users],
+            "answers": options["answers"],
+            "questions": ANSWER_QUESTIONS,
+            "entities": entities,
+        }
         with connection.cursor() as cursor:
-            cursor.execute(
-                ANSWERS_SQL,
-                {
-                    "users": [user.pk for user in users],
-                    "answers": options["answers"],
-                    "questions": ANSWER_QUESTIONS,
-                    "entities": entities,
-                },
-            )
+            for statement in ANSWERS_SQL.split(";")[:-1]:
+                cursor.execute(statement, params)
         out(
             f"loaded {options['answers']:,} answer records over 30 days ({ANSWER_QUESTIONS:,} distinct questions, "
             f"Zipf) in {time.perf_counter() - started:.1f} s"
@@ -306,6 +309,7 @@ class Command(BaseCommand):
                 "analytics_demandbucket",
                 "analytics_demandwindow",
                 "entities_answerrecord",
+                "entities_answerrecordentity",
             ):
                 cursor.execute(f"VACUUM ANALYZE {table}")
         self.stdout.write(f"vacuum analyze in {time.perf_counter() - started:.1f} s")
