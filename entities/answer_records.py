@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from entities.models import AnswerRecord, Entity
@@ -105,14 +106,12 @@ def answer_record_create(
     return record
 
 
-def answer_record_signals(record: AnswerRecord, *, only: set[uuid.UUID] | None = None) -> list[QuerySignal]:
+def answer_record_signals(record: AnswerRecord) -> list[QuerySignal]:
     """The record's QuerySignals, the same every time: derived event ids, the answer's time and wording."""
     user_id = "" if record.user_id is None else str(record.user_id)
     signals = []
     for item in record.entities:
         entity_id = uuid.UUID(item["id"])
-        if only is not None and entity_id not in only:
-            continue
         signals.append(
             QuerySignal(
                 event_id=answer_signal_event_id(answer_id=record.id, entity_id=entity_id),
@@ -160,14 +159,21 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
     inbox_horizon = now - timedelta(days=settings.INBOX_RETENTION_DAYS)
     outcome = ReconcileOutcome()
     hold = outbox_waiting()
+    due = AnswerRecord.objects.filter(signals_settled=False, signals_sent_at__lt=bound).order_by(
+        "signals_sent_at", "id"
+    )
+    after = Q()
     while outcome.checked < limit:
+        # Keyset pagination: held-back records keep their send time, so they must not come round again.
         records = list(
-            AnswerRecord.objects.filter(signals_settled=False, signals_sent_at__lt=bound)
-            .order_by("signals_sent_at")
-            .only("id", "asked_at", "user_id", "question", "entities")[: min(RECONCILE_CHUNK, limit - outcome.checked)]
+            due.filter(after).only("id", "asked_at", "user_id", "question", "entities", "signals_sent_at")[
+                : min(RECONCILE_CHUNK, limit - outcome.checked)
+            ]
         )
         if not records:
             break
+        last = records[-1]
+        after = Q(signals_sent_at__gt=last.signals_sent_at) | Q(signals_sent_at=last.signals_sent_at, id__gt=last.id)
         outcome.checked += len(records)
         settled, resend_records, resend = _reconcile_chunk(records, inbox_horizon=inbox_horizon, outcome=outcome)
         if resend and hold:

@@ -12,6 +12,7 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import timezone
 
+from entities import answer_records
 from entities.answer_records import answer_signals_reconcile
 from entities.models import AnswerRecord, Entity, EntityDemand
 from streams.models import OutboxEvent, ProcessedEvent
@@ -101,17 +102,19 @@ def test_resent_signals_are_not_resent_again_before_the_bound_passes_once_more(d
     assert redis_client.xlen(QS) == returned
 
 
-def test_nothing_is_resent_while_the_outbox_holds_events(db, user_client, redis_client):
+def test_nothing_is_resent_while_the_outbox_holds_events(db, user_client, redis_client, monkeypatch):
+    monkeypatch.setattr(answer_records, "RECONCILE_CHUNK", 1)  # held records must not come round again
     catalog_create()
-    ask_all(user_client, QUESTIONS[:1])
+    ask_all(user_client, QUESTIONS[:3])
     redis_client.delete(QS)
-    returned = AnswerRecord.objects.get().result_count
+    returned = sum(AnswerRecord.objects.values_list("result_count", flat=True))
     OutboxEvent.objects.create(stream=QS, fields={"event_id": "waiting"})
     held = answer_signals_reconcile(now=later())
-    assert (held.resent, held.held, held.settled) == (0, returned, 0)
+    assert (held.checked, held.resent, held.held, held.settled) == (3, 0, returned, 0)
     assert redis_client.xlen(QS) == 0
     OutboxEvent.objects.all().delete()
-    assert answer_signals_reconcile(now=later()).resent == returned
+    resent = answer_signals_reconcile(now=later())
+    assert (resent.checked, resent.resent) == (3, returned)
 
 
 def test_reconcile_gives_up_on_deleted_entities_and_records_past_the_inbox_retention(db, user_client, redis_client):
