@@ -1,4 +1,5 @@
-"""The demand admin: the "Demand dashboard", and demand in the entity store's admin.
+"""The demand admin: the "Demand dashboard" (stats, top, trending, stale, questions, gaps, 30 days of queries,
+stream health), and demand in the entity store's admin.
 
 The dashboard shows stats, top, trending, stale, 30 days of queries and stream health; it is linked
 from the admin index (`index_template`) and routed in mandate_wizard/urls.py. `DemandEntityAdmin`
@@ -29,6 +30,8 @@ from analytics.selectors import (
     demand_top,
     demand_trending,
     demand_trending_condition,
+    questions_gaps,
+    questions_top,
 )
 from entities.admin import EntityAdmin
 from entities.models import Entity
@@ -44,7 +47,7 @@ admin.site.index_template = "analytics/admin/index.html"
 
 
 def demand_dashboard(request: HttpRequest) -> HttpResponse:
-    """The dashboard page; `?timeframe=1d|7d|30d` switches the trending table (default 7d)."""
+    """The dashboard page; `?timeframe=1d|7d|30d` switches the trending and question tables (default 7d)."""
     timeframe = request.GET.get("timeframe", "7d")
     if timeframe not in TIMEFRAMES:
         timeframe = "7d"
@@ -65,6 +68,8 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
         "timeframe": timeframe,
         "trending": demand_trending(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
         "stale": demand_stale(limit=DASHBOARD_ROWS, now=now),
+        "top_questions": questions_top(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
+        "gaps": questions_gaps(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
         "series": series,
         "chart": timeseries_chart(series=series, title=f"Queries per day, last {CHART_DAYS} days"),
         "pipeline": pipeline,

@@ -25,6 +25,8 @@ from analytics.selectors import (
     demand_timeseries,
     demand_top,
     demand_trending,
+    questions_gaps,
+    questions_top,
 )
 from entities.selectors import entity_get
 from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
@@ -271,6 +273,12 @@ class WindowSerializer(serializers.Serializer):
     trending = serializers.BooleanField()
 
 
+@extend_schema_serializer(component_name="DemandEntityQuestion")
+class EntityQuestionSerializer(serializers.Serializer):
+    question = serializers.CharField(help_text="Normalized (entities.questions.question_normalize).")
+    count = serializers.IntegerField()
+
+
 class DemandEntityApi(APIView):
     """One entity's demand."""
 
@@ -296,6 +304,9 @@ class DemandEntityApi(APIView):
             growth_rate = serializers.FloatField(allow_null=True, help_text="7d; null when previous is 0.")
             trend_score = serializers.FloatField(help_text="7d.")
             windows = serializers.DictField(child=WindowSerializer(), help_text="Per timeframe: 1d, 7d, 30d.")
+            top_questions = EntityQuestionSerializer(
+                many=True, help_text="The normalized questions whose answers returned it most, last 30 days."
+            )
 
         entity = EntitySerializer()
 
@@ -349,3 +360,81 @@ class DemandTimeseriesApi(APIView):
         days, interval = TIMESERIES_DAYS.read(request), TIMESERIES_INTERVAL.read(request)
         series = demand_timeseries(entity_id=entity.pk, days=days, interval=interval)
         return Response(self.OutputSerializer(series).data)
+
+
+QUESTIONS_TIMEFRAME = ChoiceParam(
+    "timeframe", choices=TIMEFRAMES, default="7d", description="Questions asked in the last 24, 168 or 720 hours."
+)
+QUESTIONS_LIMIT = IntParam("limit", default=10, minimum=1, maximum=100, description="How many questions (1-100).")
+
+
+class QuestionSerializer(serializers.Serializer):
+    question = serializers.CharField(help_text="Normalized: case, whitespace and punctuation folded away.")
+    count = serializers.IntegerField(help_text="Answers to it in the timeframe.")
+    users = serializers.IntegerField(help_text="Distinct users who asked it (deleted users count as one).")
+    example = serializers.CharField(help_text="One wording as asked.")
+    avg_results = serializers.FloatField(help_text="Mean number of entities its answers returned, 2 decimals.")
+    last_asked_at = UtcDateTimeField()
+
+
+class QuestionsTopApi(APIView):
+    """The questions asked most, from the answer records."""
+
+    permission_classes = [AnalyticsAccess]
+
+    @extend_schema_serializer(component_name="QuestionsTop")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="QuestionsTopQuestion")
+        class ItemSerializer(QuestionSerializer):
+            pass
+
+        questions = ItemSerializer(many=True)
+        total = serializers.IntegerField(help_text="Items in this response.")
+        timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+        limit = serializers.IntegerField()
+
+    @extend_schema(
+        summary="Top questions",
+        description="Normalized questions by how often they were asked in the timeframe (ties by question).",
+        parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi()],
+        responses={200: OutputSerializer, **ERROR_RESPONSES},
+    )
+    def get(self, request):
+        timeframe, limit = QUESTIONS_TIMEFRAME.read(request), QUESTIONS_LIMIT.read(request)
+        questions = questions_top(timeframe=timeframe, limit=limit)
+        data = {"questions": questions, "total": len(questions), "timeframe": timeframe, "limit": limit}
+        return Response(self.OutputSerializer(data).data)
+
+
+class QuestionsGapsApi(APIView):
+    """Content gaps: the questions whose answers found nothing the question was about."""
+
+    permission_classes = [AnalyticsAccess]
+
+    @extend_schema_serializer(component_name="QuestionsGaps")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="QuestionsGapsQuestion")
+        class ItemSerializer(QuestionSerializer):
+            low_confidence = serializers.BooleanField(
+                help_text="True when every answer returned entities, none of them a subject (only related)."
+            )
+
+        questions = ItemSerializer(many=True)
+        total = serializers.IntegerField(help_text="Items in this response.")
+        timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+        limit = serializers.IntegerField()
+
+    @extend_schema(
+        summary="Content gaps",
+        description=(
+            "Normalized questions whose answers had no subject — no entity at all, or (low_confidence) only "
+            "related ones — by how often they were asked in the timeframe."
+        ),
+        parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi()],
+        responses={200: OutputSerializer, **ERROR_RESPONSES},
+    )
+    def get(self, request):
+        timeframe, limit = QUESTIONS_TIMEFRAME.read(request), QUESTIONS_LIMIT.read(request)
+        questions = questions_gaps(timeframe=timeframe, limit=limit)
+        data = {"questions": questions, "total": len(questions), "timeframe": timeframe, "limit": limit}
+        return Response(self.OutputSerializer(data).data)

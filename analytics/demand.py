@@ -49,8 +49,9 @@ def demand_add_ctes(*, source: str) -> str:
 
     `source` names a relation of (entity_id, hour, amount, returned), one row per entity and UTC hour start:
     `amount` the subject signals (demand: buckets' `count`, the windows), `returned` every signal (subject or
-    related: buckets' `returned`, query_count's history). Rows of a closed hour (before h0) also move the windows. For the WITH list of one statement, so a caller can
-    count and record demand in a single round trip; call `demand_windows_lock_shared` first.
+    related: buckets' `returned`, query_count's history). Rows of a closed hour (before h0) also move the
+    windows. For the WITH list of one statement, so a caller can count and record demand in a single round
+    trip; call `demand_windows_lock_shared` first.
     """
     return f"""
 demand_buckets AS (
@@ -242,8 +243,8 @@ def signal_columns(signals: Sequence[QuerySignal]) -> SignalColumns:
 # One statement counts a batch: lock the named entities' demand rows (entity id order), keep the first
 # event per event id among those naming an existing entity, record the ids in the inbox, and move
 # counters, buckets and windows by the events the inbox did not hold yet. Every signal moves query_count
-# and buckets' `returned`; only subject signals move demand_score, buckets' `count` and the windows. It returns the existing
-# entity ids and how many events were counted.
+# and buckets' `returned`; only subject signals move demand_score, buckets' `count` and the windows. It
+# returns the existing entity ids and how many events were counted.
 _SIGNALS_APPLY_SQL = f"""
 WITH named AS (
     SELECT * FROM unnest(

@@ -7,6 +7,8 @@ from analytics.apis import (
     DemandTimeseriesApi,
     DemandTopApi,
     DemandTrendingApi,
+    QuestionsGapsApi,
+    QuestionsTopApi,
 )
 
 urlpatterns = [
@@ -16,4 +18,10 @@ urlpatterns = [
     path("stale/", DemandStaleApi.as_view(), name="analytics-demand-stale"),
     path("entity/<str:entity_id>/", DemandEntityApi.as_view(), name="analytics-demand-entity"),
     path("entity/<str:entity_id>/timeseries/", DemandTimeseriesApi.as_view(), name="analytics-demand-timeseries"),
+]
+
+# Routed under /api/analytics/questions/.
+question_urlpatterns = [
+    path("top/", QuestionsTopApi.as_view(), name="analytics-questions-top"),
+    path("gaps/", QuestionsGapsApi.as_view(), name="analytics-questions-gaps"),
 ]

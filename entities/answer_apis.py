@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import JSONParser
@@ -10,11 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from entities.answer_records import answer_record_create, answer_signals_publish
 from entities.answers import composer, entity_snippet
 from entities.retrieval import entity_search
 from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
-from streams.events import ROLES, QuerySignal
-from streams.publisher import query_signals_publish
+from streams.events import ROLES
 
 QUESTION_MAX_LENGTH = 1000
 LIMIT_DEFAULT, LIMIT_MAX = 5, 20
@@ -125,26 +127,23 @@ class AnswerApi(APIView):
         },
     )
     def post(self, request):
+        started = time.perf_counter()
         serializer = self.AnswerInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         question, limit = serializer.validated_data["question"], serializer.validated_data["limit"]
         hits = entity_search(question=question, limit=limit)
-        answer = composer().compose(question=question, hits=hits)
-        if hits:
-            user_id = request.user.pk
-            signals = [
-                QuerySignal.new(
-                    entity_id=hit.id,
-                    entity_type=hit.entity_type,
-                    query=question,
-                    user_id=user_id,
-                    role=hit.role,
-                    rank=hit.rank,
-                )
-                for hit in hits
-            ]
-            # Never raises: when Redis is down the signals go to the outbox (see streams.publisher).
-            query_signals_publish(signals=signals)
+        answer_composer = composer()
+        answer = answer_composer.compose(question=question, hits=hits)
+        # Recorded before the signals go out, so a signal Redis loses can be re-sent from the record.
+        record = answer_record_create(
+            question=question,
+            hits=hits,
+            user_id=request.user.pk,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            composer=answer_composer.name,
+        )
+        # Never raises: when Redis is down the signals go to the outbox (see streams.publisher).
+        answer_signals_publish(record=record)
         entities = [
             {
                 "id": hit.id,

@@ -102,6 +102,8 @@ def entity_snippet(hit: SearchHit) -> str:
 
 
 class Composer(ABC):
+    name: str  # as kept on the answer record
+
     @abstractmethod
     def compose(self, *, question: str, hits: Sequence[SearchHit]) -> str:
         """The answer text for `question` from `hits` (best first; may be empty)."""
@@ -113,6 +115,8 @@ def _listed(hits: Sequence[SearchHit]) -> str:
 
 class ExtractiveComposer(Composer):
     """Who or what the subject is, from its data (or the list of subjects), then the related entities."""
+
+    name = "extractive"
 
     def compose(self, *, question: str, hits: Sequence[SearchHit]) -> str:
         if not hits:
@@ -131,6 +135,8 @@ class ExtractiveComposer(Composer):
 
 class GenerativeComposer(Composer):
     """Phrases the answer with a chat-completions model, strictly from the retrieved facts."""
+
+    name = "generative"
 
     SYSTEM_PROMPT = (
         "You answer questions about people and companies in the entertainment industry. Use only the facts "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
@@ -155,3 +156,83 @@ class RefreshRequest(models.Model):
 
     def __str__(self) -> str:
         return f"refresh {self.entity_id} at {self.requested_at:%Y-%m-%d %H:%M}"
+
+
+class AnswerRecord(models.Model):
+    """One `/api/answer`: what was asked, what came back, and the durable source of its QuerySignals.
+
+    `entities` holds one {"id", "entity_type", "role", "rank", "score"} per returned entity, in rank
+    order; AnswerRecordEntity repeats them one row each, for "the questions that returned this entity".
+    `signals_settled` is false until reconciliation has seen every signal counted (or given up); the
+    partial index keeps that scan to the few unsettled rows. The user is a reference only: deleting the
+    user keeps the record, anonymised.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    asked_at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="answer_records"
+    )
+    question = models.TextField()
+    question_normalized = models.TextField()
+    entities = models.JSONField(default=list, blank=True)
+    result_count = models.PositiveSmallIntegerField(default=0)
+    subject_count = models.PositiveSmallIntegerField(default=0)
+    latency_ms = models.FloatField()
+    composer = models.CharField(max_length=32)
+    signals_settled = models.BooleanField(default=False)
+    # When the signals were last sent (the answer, or a reconciliation's re-send).
+    signals_sent_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["signals_sent_at"],
+                condition=models.Q(signals_settled=False),
+                name="answer_record_unsettled",
+            ),
+            models.Index(
+                fields=["asked_at"],
+                include=["question_normalized", "result_count", "subject_count", "user"],
+                name="answer_record_asked_questions",
+            ),
+            # One question's answers in a timeframe: users and an example for the top questions.
+            models.Index(
+                fields=["question_normalized", "asked_at"],
+                include=["user", "question", "subject_count"],
+                name="answer_record_question_asked",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asked_at:%Y-%m-%d %H:%M} {self.question[:60]}"
+
+    @property
+    def entity_ids(self) -> list[uuid.UUID]:
+        return [uuid.UUID(item["id"]) for item in self.entities]
+
+
+class AnswerRecordEntity(models.Model):
+    """One entity an answer returned, with the answer's time and normalized question copied in.
+
+    Written with its AnswerRecord in one statement and pruned with it by asked_at. No foreign keys: the
+    prune deletes in set-based chunks, and a deleted entity leaves its answers' history intact.
+    The index serves an entity's top questions from the index alone.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    answer_id = models.UUIDField()
+    entity_id = models.UUIDField()
+    asked_at = models.DateTimeField()
+    question_normalized = models.TextField()
+    role = models.CharField(max_length=16)
+    rank = models.PositiveSmallIntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["entity_id", "asked_at"], include=["question_normalized"], name="answer_entity_asked"),
+            models.Index(fields=["asked_at"], name="answer_entity_asked_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity_id} in answer {self.answer_id}"

@@ -214,6 +214,9 @@ ANSWER_LLM_URL = env.str("ANSWER_LLM_URL", default="")  # an OpenAI-compatible .
 ANSWER_LLM_MODEL = env.str("ANSWER_LLM_MODEL", default="")
 ANSWER_LLM_API_KEY = env.str("ANSWER_LLM_API_KEY", default="")
 ANSWER_LLM_TIMEOUT = env.float("ANSWER_LLM_TIMEOUT", default=8.0)
+# Answer records: signals not counted this long after the answer are re-sent from its record.
+ANSWER_RECONCILE_AFTER_SECONDS = env.int("ANSWER_RECONCILE_AFTER_SECONDS", default=60)
+ANSWER_RETENTION_DAYS = env.int("ANSWER_RETENTION_DAYS", default=90)
 
 # Stream pipeline.
 # The prefix of the stream keys; only the benchmark changes it (throwaway keys beside the real ones).

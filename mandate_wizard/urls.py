@@ -9,6 +9,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from analytics.admin import demand_dashboard_view
+from analytics.urls import question_urlpatterns
 from entities.answer_apis import AnswerApi
 from entities.apis import UpdateRequestView
 from mandate_wizard.auth import AnswerUserThrottle, LoginApi, LogoutApi, RefreshApi
@@ -25,6 +26,8 @@ API_ROOT_LINKS = {
     "analytics-demand-top": "analytics-demand-top",
     "analytics-demand-trending": "analytics-demand-trending",
     "analytics-demand-stale": "analytics-demand-stale",
+    "analytics-questions-top": "analytics-questions-top",
+    "analytics-questions-gaps": "analytics-questions-gaps",
     "events-streams-info": "events-streams-info",
     "events-update-request": "events-update-request",
     "events-dead-letter": "events-dead-letter",
@@ -56,6 +59,7 @@ urlpatterns = [
     path("api/analytics/demand/", include("analytics.urls")),
     # Publishing UpdateRequests checks the entities, so the entity store serves it beside the operators' API.
     path("api/events/update-request", UpdateRequestView.as_view(), name="events-update-request"),
+    path("api/analytics/questions/", include(question_urlpatterns)),
     path("api/events/", include("streams.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -10,7 +12,7 @@ from django.db.models import Count, Min
 
 from streams.events import HEARTBEAT_PREFIX, dead_letter_decode, heartbeat_decode
 from streams.handlers import batch_handlers
-from streams.models import OutboxEvent
+from streams.models import OutboxEvent, ProcessedEvent
 from streams.redis import redis_client
 
 # When Redis cannot report a group's lag (entries deleted after its last delivered id), count at most this.
@@ -141,3 +143,16 @@ def dead_letter_list(*, limit: int = 100, client: redis.Redis | None = None) -> 
     """The oldest `limit` dead-letter entries (replay order), each with its reason."""
     client = client or redis_client()
     return [dead_letter_decode(i, f) for i, f in client.xrange(settings.STREAM_DEAD_LETTER, count=limit)]
+
+
+def inbox_counted(*, event_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids among `event_ids` that the inbox holds: their effects are committed."""
+    ids = list(event_ids)
+    if not ids:
+        return set()
+    return set(ProcessedEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
+
+
+def outbox_waiting() -> bool:
+    """Whether any event waits in the outbox (Redis was unreachable and the relay has not caught up)."""
+    return OutboxEvent.objects.exists()

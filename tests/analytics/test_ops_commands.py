@@ -18,7 +18,9 @@ from analytics.definitions import hour_floor
 from analytics.demand import demand_buckets_add
 from analytics.models import DemandBucket
 from analytics.services import refresh_claim_key
-from entities.models import Entity, EntityDemand, RefreshRequest
+from entities.answer_records import answer_record_create
+from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
+from entities.retrieval import SearchHit
 from streams.models import ProcessedEvent
 from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
@@ -145,6 +147,23 @@ def test_recompute_demand_check_passes_on_a_consistent_state():
         "Demand audit: 0 entities differ from their buckets; 3 entities checked, 0 skipped (first queried before "
         + output.split("first queried before ")[1]
     )
+    assert output.endswith(
+        "Answer audit: 0 answers with signals not seen counted 120 s after they were sent (run reconcile_answers).\n"
+    )
+
+
+def test_recompute_demand_check_fails_on_answers_reconciliation_left_behind():
+    _demand_state()
+    entity = EntityFactory()
+    hits = [SearchHit(entity.id, entity.name, entity.entity_type, {}, 1.0)]
+    answer_record_create(
+        question="q", hits=hits, user_id=None, latency_ms=1, composer="x", asked_at=timezone.now() - timedelta(hours=1)
+    )
+    out = StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("recompute_demand", "--check", stdout=out)
+    assert exited.value.code == 1
+    assert "Answer audit: 1 answers with signals not seen counted 120 s" in out.getvalue()
 
 
 def test_recompute_demand_finds_and_repairs_drift():
@@ -204,9 +223,15 @@ def test_prune_demand_data_drops_what_is_past_retention():
             ProcessedEvent(event_id=uuid.uuid4(), processed_at=now - timedelta(days=1)),
         ]
     )
+    for days in (91, 89):
+        answer_record_create(
+            question="q", hits=[], user_id=None, latency_ms=1, composer="x", asked_at=now - timedelta(days=days)
+        )
     assert run("prune_demand_data") == (
-        "Pruned 2 demand buckets (retention 90 days) and 2 inbox event ids (retention 7 days).\n"
+        "Pruned 2 demand buckets (retention 90 days), 2 inbox event ids (retention 7 days) and "
+        "1 answer records (retention 90 days).\n"
     )
     assert DemandBucket.objects.count() == 1
     assert ProcessedEvent.objects.count() == 1
+    assert AnswerRecord.objects.count() == 1
     assert run("prune_demand_data").startswith("Pruned 0 demand buckets")

@@ -37,6 +37,7 @@ from kernel.databases import throwaway_database
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 BASE = "/api/analytics/demand/"
+QUESTIONS = "/api/analytics/questions/"
 TARGET_P95_MS = 50.0
 
 # Share of each entity type among the bench entities (people and companies dominate, as in the real data).
@@ -87,6 +88,32 @@ FROM (
 WHERE d.entity_id = s.entity_id
 """
 
+# Answer records over 30 days: Zipf (s = 1) over `questions` distinct questions, one in ten about nothing,
+# the others returning one to three of the Zipf-ranked entities; askers drawn from the bench users.
+ANSWERS_SQL = """
+CREATE TEMP TABLE bench_answer AS
+SELECT gen_random_uuid() AS id, at, q,
+       (%(users)s::int[])[1 + (hashint4(q + n) & 2147483647) %% cardinality(%(users)s::int[])] AS user_id,
+       CASE WHEN q %% 10 = 0 THEN 0 ELSE 1 + q %% 3 END AS returned
+FROM (
+    SELECT n, least(%(questions)s, floor(exp(random() * ln(%(questions)s + 1)))::int) AS q,
+           now() - random() * interval '30 days' AS at
+    FROM generate_series(1, %(answers)s) AS n
+) AS raw;
+INSERT INTO entities_answerrecord (id, asked_at, user_id, question, question_normalized, entities,
+    result_count, subject_count, latency_ms, composer, signals_settled, signals_sent_at)
+SELECT id, at, user_id, 'Who is bench person ' || q || '?', 'who is bench person ' || q, '[]'::jsonb,
+       returned, least(returned, 1), 12.5, 'extractive', true, at
+FROM bench_answer ORDER BY at;
+INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank)
+SELECT a.id, r.entity_id, a.at, 'who is bench person ' || a.q, CASE WHEN k = 1 THEN 'subject' ELSE 'related' END, k
+FROM bench_answer AS a CROSS JOIN LATERAL generate_series(1, a.returned) AS k
+JOIN bench_rank AS r ON r.rank = 1 + (a.q + k - 1) %% %(entities)s
+ORDER BY a.at;
+"""
+ANSWER_QUESTIONS = 50_000
+ANSWER_USERS = 500
+
 # The naive baseline: 30d trending straight from the hourly buckets, one GROUP BY per request.
 NAIVE_TRENDING_SQL = """
 SELECT s.entity_id, s.cur, s.prev
@@ -118,6 +145,7 @@ class Command(BaseCommand):
         parser.add_argument("--entities", type=int, default=100_000)
         parser.add_argument("--events", type=int, default=5_000_000)
         parser.add_argument("--days", type=int, default=60, help="Events are spread over this many days.")
+        parser.add_argument("--answers", type=int, default=1_000_000, help="Answer records over 30 days.")
         parser.add_argument("--runs", type=int, default=40, help="Requests per endpoint and mode.")
         parser.add_argument("--baseline-runs", type=int, default=5)
         parser.add_argument("--keep-database", action="store_true", help="Do not drop the throwaway database.")
@@ -135,7 +163,7 @@ class Command(BaseCommand):
             say=self.stdout.write,
         ) as url:
             argv = [sys.executable, str(MANAGE), "bench_analytics", "--inside"]
-            for option in ("entities", "events", "days", "runs", "baseline_runs"):
+            for option in ("entities", "events", "days", "answers", "runs", "baseline_runs"):
                 argv += [f"--{option.replace('_', '-')}", str(options[option])]
             if options["explain"]:
                 argv.append("--explain")
@@ -168,16 +196,23 @@ class Command(BaseCommand):
         ranked = list(Entity.objects.order_by(*DEMAND_ORDER).values_list("id", flat=True))
         sample = [ranked[min(i, len(ranked) - 1)] for i in (0, 9, 99, 999, 9_999, len(ranked) - 1)]
         endpoints: dict[str, Callable[[int], str]] = {
-            "stats": lambda i: "stats/",
-            "top": lambda i: "top/?limit=10",
-            "top type=format offset=100": lambda i: "top/?limit=100&offset=100&entity_type=format",
-            "trending 1d": lambda i: "trending/?timeframe=1d&limit=10",
-            "trending 7d": lambda i: "trending/?timeframe=7d&limit=10",
-            "trending 30d": lambda i: "trending/?timeframe=30d&limit=50",
-            "stale": lambda i: "stale/?limit=100",
-            "entity": lambda i: f"entity/{sample[i % len(sample)]}/",
-            "timeseries 30d by day": lambda i: f"entity/{sample[i % len(sample)]}/timeseries/?days=30",
-            "timeseries 30d by hour": lambda i: f"entity/{sample[i % len(sample)]}/timeseries/?days=30&interval=hour",
+            "stats": lambda i: BASE + "stats/",
+            "top": lambda i: BASE + "top/?limit=10",
+            "top type=format offset=100": lambda i: BASE + "top/?limit=100&offset=100&entity_type=format",
+            "trending 1d": lambda i: BASE + "trending/?timeframe=1d&limit=10",
+            "trending 7d": lambda i: BASE + "trending/?timeframe=7d&limit=10",
+            "trending 30d": lambda i: BASE + "trending/?timeframe=30d&limit=50",
+            "stale": lambda i: BASE + "stale/?limit=100",
+            "entity": lambda i: f"{BASE}entity/{sample[i % len(sample)]}/",
+            "timeseries 30d by day": lambda i: f"{BASE}entity/{sample[i % len(sample)]}/timeseries/?days=30",
+            "timeseries 30d by hour": lambda i: (
+                f"{BASE}entity/{sample[i % len(sample)]}/timeseries/?days=30&interval=hour"
+            ),
+            "questions top 1d": lambda i: QUESTIONS + "top/?timeframe=1d",
+            "questions top 7d": lambda i: QUESTIONS + "top/?timeframe=7d",
+            "questions top 30d": lambda i: QUESTIONS + "top/?timeframe=30d",
+            "questions gaps 7d": lambda i: QUESTIONS + "gaps/?timeframe=7d",
+            "questions gaps 30d": lambda i: QUESTIONS + "gaps/?timeframe=30d",
         }
         if options["explain"]:
             self._explain(client, endpoints)
@@ -187,9 +222,9 @@ class Command(BaseCommand):
         out(f"\n{'endpoint':<28}{'cold p50':>10}{'cold p95':>10}{'warm p50':>10}{'warm p95':>10}   (ms, {runs} runs)")
         worst = 0.0
         for label, path in endpoints.items():
-            self._get(client, BASE + path(0))  # import and URL resolver warm-up, not measured
-            cold = [self._timed_get(client, BASE + path(i), fresh_session=True) for i in range(runs)]
-            warm = [self._timed_get(client, BASE + path(i), fresh_session=False) for i in range(runs)]
+            self._get(client, path(0))  # import and URL resolver warm-up, not measured
+            cold = [self._timed_get(client, path(i), fresh_session=True) for i in range(runs)]
+            warm = [self._timed_get(client, path(i), fresh_session=False) for i in range(runs)]
             worst = max(worst, percentile(cold, 0.95))
             out(
                 f"{label:<28}{statistics.median(cold):>10.1f}{percentile(cold, 0.95):>10.1f}"
@@ -247,6 +282,24 @@ class Command(BaseCommand):
             f"loaded {events:,} events over {options['days']} days as {buckets:,} hourly buckets, "
             f"and the entity counters, in {time.perf_counter() - started:.1f} s"
         )
+        started = time.perf_counter()
+        User = get_user_model()
+        users = User.objects.bulk_create(
+            [User(username=f"bench-asker-{index}@example.com", password="!") for index in range(ANSWER_USERS)]
+        )
+        params = {
+            "users": [user.pk for user in users],
+            "answers": options["answers"],
+            "questions": ANSWER_QUESTIONS,
+            "entities": entities,
+        }
+        with connection.cursor() as cursor:
+            for statement in ANSWERS_SQL.split(";")[:-1]:
+                cursor.execute(statement, params)
+        out(
+            f"loaded {options['answers']:,} answer records over 30 days ({ANSWER_QUESTIONS:,} distinct questions, "
+            f"Zipf) in {time.perf_counter() - started:.1f} s"
+        )
 
     def _vacuum(self) -> None:
         started = time.perf_counter()
@@ -256,6 +309,8 @@ class Command(BaseCommand):
                 "entities_entitydemand",
                 "analytics_demandbucket",
                 "analytics_demandwindow",
+                "entities_answerrecord",
+                "entities_answerrecordentity",
             ):
                 cursor.execute(f"VACUUM ANALYZE {table}")
         self.stdout.write(f"vacuum analyze in {time.perf_counter() - started:.1f} s")
@@ -280,7 +335,7 @@ class Command(BaseCommand):
 
         for label, path in endpoints.items():
             with CaptureQueriesContext(connection) as queries:
-                self._get(client, BASE + path(0))
+                self._get(client, path(0))
             self.stdout.write(f"\n== {label}: {len(queries)} queries")
             for query in queries:
                 sql = query["sql"]

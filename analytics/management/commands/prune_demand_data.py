@@ -1,4 +1,4 @@
-"""`manage.py prune_demand_data`: drop demand buckets and inbox ids older than their retention settings."""
+"""`manage.py prune_demand_data`: drop demand buckets, inbox ids and answer records past their retention."""
 
 from __future__ import annotations
 
@@ -6,20 +6,24 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from analytics.demand import demand_buckets_prune
+from entities.answer_records import answer_records_prune
 from streams.services import inbox_prune
 
 
 class Command(BaseCommand):
     help = (
         "Delete hourly demand buckets older than DEMAND_BUCKET_RETENTION_DAYS (buckets inside a trending window "
-        "are always kept) and inbox event ids older than INBOX_RETENTION_DAYS. The worker prunes the inbox too; "
+        "are always kept), inbox event ids older than INBOX_RETENTION_DAYS and answer records older than "
+        "ANSWER_RETENTION_DAYS. The worker prunes the inbox too; "
         "this command is for a scheduled job."
     )
 
     def handle(self, *args, **options):
         buckets = demand_buckets_prune()
         inbox = inbox_prune()
+        answers = answer_records_prune()
         self.stdout.write(
-            f"Pruned {buckets} demand buckets (retention {settings.DEMAND_BUCKET_RETENTION_DAYS} days) and "
-            f"{inbox} inbox event ids (retention {settings.INBOX_RETENTION_DAYS} days)."
+            f"Pruned {buckets} demand buckets (retention {settings.DEMAND_BUCKET_RETENTION_DAYS} days), "
+            f"{inbox} inbox event ids (retention {settings.INBOX_RETENTION_DAYS} days) and "
+            f"{answers} answer records (retention {settings.ANSWER_RETENTION_DAYS} days)."
         )

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from analytics.demand import demand_counters_rebuild
-from analytics.selectors import demand_counters_audit
+from analytics.selectors import answers_unreconciled, demand_counters_audit
 
 SHOWN = 20
 
@@ -15,7 +15,8 @@ class Command(BaseCommand):
     help = (
         "Rebuild query_count and demand_score from the hourly demand buckets, or with --check only report the "
         "entities whose counters differ (exit status 1 when any does). Entities first queried before the "
-        "bucket retention (DEMAND_BUCKET_RETENTION_DAYS) are skipped: their oldest buckets were pruned."
+        "bucket retention (DEMAND_BUCKET_RETENTION_DAYS) are skipped: their oldest buckets were pruned. --check also "
+        "counts answers whose signals reconciliation has not seen counted within two ANSWER_RECONCILE_AFTER_SECONDS."
     )
 
     def add_arguments(self, parser):
@@ -36,7 +37,12 @@ class Command(BaseCommand):
             self.stdout.write(f"  ... and {len(audit.differences) - SHOWN} more")
         if options["check"]:
             self.stdout.write(f"Demand audit: {len(audit.differences)} entities differ from their buckets; {scope}.")
-            if audit.differences:
+            unreconciled = answers_unreconciled()
+            self.stdout.write(
+                f"Answer audit: {unreconciled} answers with signals not seen counted "
+                f"{2 * settings.ANSWER_RECONCILE_AFTER_SECONDS} s after they were sent (run reconcile_answers)."
+            )
+            if audit.differences or unreconciled:
                 raise SystemExit(1)
             return
         fixed = demand_counters_rebuild(

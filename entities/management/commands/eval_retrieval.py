@@ -19,19 +19,25 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django.test import Client, override_settings
+from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 from tqdm import tqdm
 
-from entities.models import Entity, EntityType
+from entities.answer_records import answer_record_create, answer_record_signals, answer_signals_reconcile
+from entities.models import AnswerRecord, Entity, EntityType
 from entities.retrieval import SearchHit, entity_search
+from streams.models import ProcessedEvent
 from streams.redis import redis_client
 
 LATENCY_TARGET_MS = 50.0
+RECORD_BUDGET_MS = 2.0
 ANCHOR_QUESTION, ANCHOR_NAME = "Who is Chris Mansolillo?", "Chris Mansolillo"
 TUNED, HELD_OUT = "tuned", "held-out"
 ORGANISATIONS = (EntityType.COMPANY, EntityType.PLATFORM, EntityType.PRODUCTION_COMPANY)
@@ -363,6 +369,54 @@ class Command(BaseCommand):
             ]
             self.stdout.write(f"target {family}: " + "; ".join(verdicts))
 
+    def _record_cost(self, *, user_id: int, requests: int) -> None:
+        """Time the answer record's INSERT alone (five entities) beside a bare round trip to PostgreSQL."""
+        hits = list(entity_search(question=ANCHOR_QUESTION, limit=5))
+        hits += [hits[0]] * (5 - len(hits))
+        inserts: list[float] = []
+        round_trips: list[float] = []
+        for _ in range(requests):
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            round_trips.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            answer_record_create(
+                question=ANCHOR_QUESTION, hits=hits, user_id=user_id, latency_ms=1.0, composer="extractive"
+            )
+            inserts.append((time.perf_counter() - started) * 1000)
+        self._reconcile_cost(user_id=user_id)
+        p95 = percentile(inserts, 0.95)
+        self.stdout.write(
+            f"\nanswer record INSERT ({requests} records, 5 entities each): p50 {percentile(inserts, 0.5):.2f} ms,"
+            f" p95 {p95:.2f} ms — budget p95 <= {RECORD_BUDGET_MS:.0f} ms"
+            f" {'met' if p95 <= RECORD_BUDGET_MS else 'MISSED'}; baseline SELECT 1 round trip"
+            f" p50 {percentile(round_trips, 0.5):.2f} ms, p95 {percentile(round_trips, 0.95):.2f} ms"
+        )
+
+    def _reconcile_cost(self, *, user_id: int) -> None:
+        """Time the steady-state reconciliation: records whose signals the worker counted, checked and settled."""
+        records = AnswerRecord.objects.filter(user_id=user_id, signals_settled=False)
+        event_ids = {
+            signal.event_id
+            for record in records.only("id", "asked_at", "question", "entities")
+            for signal in answer_record_signals(record)
+        }
+        ProcessedEvent.objects.bulk_create(
+            [ProcessedEvent(event_id=event_id) for event_id in event_ids], ignore_conflicts=True
+        )
+        try:
+            started = time.perf_counter()
+            outcome = answer_signals_reconcile(now=timezone.now() + timedelta(days=1) - timedelta(seconds=1))
+            seconds = time.perf_counter() - started
+        finally:
+            ProcessedEvent.objects.filter(event_id__in=event_ids).delete()
+        self.stdout.write(
+            f"\nreconciliation: {outcome.checked} answers ({len(event_ids)} signals, all counted) checked and "
+            f"{outcome.settled} settled in {seconds * 1000:.0f} ms = {len(event_ids) / seconds:,.0f} signals/s "
+            f"({outcome.resent} re-sent)"
+        )
+
     def _latency(self, questions: list[Question], requests: int, limit: int, seed: int) -> None:
         rng = random.Random(seed)
         stream = f"mandate_wizard:eval:{uuid.uuid4().hex}:query_signals"
@@ -388,8 +442,10 @@ class Command(BaseCommand):
                     timings.append((time.perf_counter() - started) * 1000)
                     statuses[response.status_code] += 1
             published = redis_client().xlen(stream)
+            self._record_cost(user_id=user.pk, requests=requests)
         finally:
             redis_client().delete(stream)
+            AnswerRecord.objects.filter(user=user).delete()
             user.delete()
         p95 = percentile(timings, 0.95)
         self.stdout.write(

@@ -1,0 +1,153 @@
+"""Reconciliation: signals Redis lost after accepting them are re-sent from the answer records, counted once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.core.management import call_command
+from django.utils import timezone
+
+from entities import answer_records
+from entities.answer_records import answer_signals_reconcile
+from entities.models import AnswerRecord, Entity, EntityDemand
+from streams.models import OutboxEvent, ProcessedEvent
+from streams.publisher import redis_circuit
+from streams.redis import redis_client
+from streams.worker import StreamWorker
+from tests.entities.catalog import catalog_create
+from tests.streams.pipeline import worker_drain
+
+QS = settings.STREAM_QUERY_SIGNALS
+QUESTIONS = [
+    "Who is Chris Mansolillo?",
+    "who is chris mansolillo",
+    "Who is Chris?",
+    "Tell me about Silver Harbor Studios",
+    "What is the airspeed velocity of an unladen swallow?",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_state():
+    cache.clear()
+    redis_circuit.reset()
+    yield
+    redis_circuit.reset()
+    cache.clear()
+
+
+def ask_all(client, questions) -> None:
+    for question in questions:
+        response = client.post("/api/answer", json.dumps({"question": question}), content_type="application/json")
+        assert response.status_code == 200
+
+
+def counts_expected() -> dict:
+    """Each answer record counts once for each entity it returned."""
+    return dict(Counter(entity_id for record in AnswerRecord.objects.all() for entity_id in record.entity_ids))
+
+
+def counts_actual() -> dict:
+    return dict(EntityDemand.objects.filter(query_count__gt=0).values_list("entity_id", "query_count"))
+
+
+def later(seconds: int = 1) -> timezone.datetime:
+    return timezone.now() + timedelta(seconds=settings.ANSWER_RECONCILE_AFTER_SECONDS + seconds)
+
+
+def test_signals_lost_by_an_empty_redis_restart_are_resent_and_counted_exactly_once(db, user_client, private_redis):
+    catalog_create()
+    worker = StreamWorker(consumer="reconcile-test", batch_size=100, block_ms=10)
+    worker_drain(worker)  # the group exists before the answers
+    ask_all(user_client, QUESTIONS * 3)
+    lost = redis_client().xlen(QS)
+    assert lost > 0
+    # Redis restarts empty (no persistence) after accepting the entries and before the worker read them.
+    private_redis.kill()
+    private_redis.start()
+    ask_all(user_client, QUESTIONS[:2])  # published after the restart: the fast path counts these
+    worker_drain(worker)
+    expected = counts_expected()
+    assert sum(counts_actual().values()) < sum(expected.values())
+
+    assert answer_signals_reconcile().checked == 0  # nothing is older than the bound yet
+    first = answer_signals_reconcile(now=later())
+    assert first.resent == lost
+    assert first.checked == AnswerRecord.objects.filter(result_count__gt=0).count()
+    worker_drain(worker)
+    assert counts_actual() == expected
+    assert ProcessedEvent.objects.count() == sum(expected.values())
+
+    second = answer_signals_reconcile(now=later(2 * settings.ANSWER_RECONCILE_AFTER_SECONDS + 1))
+    assert (second.resent, second.given_up) == (0, 0)
+    assert not AnswerRecord.objects.filter(signals_settled=False).exists()
+    assert answer_signals_reconcile(now=later(10_000)).checked == 0
+    worker_drain(worker)
+    assert counts_actual() == expected
+
+
+def test_resent_signals_are_not_resent_again_before_the_bound_passes_once_more(db, user_client, redis_client):
+    catalog_create()
+    ask_all(user_client, QUESTIONS[:1])
+    redis_client.delete(QS)  # an entry deleted by hand
+    returned = AnswerRecord.objects.get().result_count
+    now = later()
+    assert answer_signals_reconcile(now=now).resent == returned
+    assert answer_signals_reconcile(now=now + timedelta(seconds=1)).resent == 0
+    assert redis_client.xlen(QS) == returned
+
+
+def test_nothing_is_resent_while_the_outbox_holds_events(db, user_client, redis_client, monkeypatch):
+    monkeypatch.setattr(answer_records, "RECONCILE_CHUNK", 1)  # held records must not come round again
+    catalog_create()
+    ask_all(user_client, QUESTIONS[:3])
+    redis_client.delete(QS)
+    returned = sum(AnswerRecord.objects.values_list("result_count", flat=True))
+    OutboxEvent.objects.create(stream=QS, fields={"event_id": "waiting"})
+    held = answer_signals_reconcile(now=later())
+    assert (held.checked, held.resent, held.held, held.settled) == (3, 0, returned, 0)
+    assert redis_client.xlen(QS) == 0
+    OutboxEvent.objects.all().delete()
+    resent = answer_signals_reconcile(now=later())
+    assert (resent.checked, resent.resent) == (3, returned)
+
+
+def test_reconcile_gives_up_on_deleted_entities_and_records_past_the_inbox_retention(db, user_client, redis_client):
+    catalog_create()
+    ask_all(user_client, ["Who is Chris Mansolillo?"])
+    redis_client.delete(QS)
+    record = AnswerRecord.objects.get()
+    Entity.objects.filter(id__in=record.entity_ids).delete()
+    outcome = answer_signals_reconcile(now=later())
+    assert (outcome.resent, outcome.given_up, outcome.settled) == (0, record.result_count, 1)
+
+    ask_all(user_client, ["Who is Chris?"])
+    redis_client.delete(QS)
+    old = AnswerRecord.objects.get(signals_settled=False)
+    assert old.result_count > 0
+    outcome = answer_signals_reconcile(now=timezone.now() + timedelta(days=settings.INBOX_RETENTION_DAYS, seconds=1))
+    assert (outcome.resent, outcome.given_up, outcome.settled) == (0, old.result_count, 1)
+    assert redis_client.xlen(QS) == 0
+
+
+def test_reconcile_answers_command_reports_what_it_did(db, user_client, redis_client, settings):
+    catalog_create()
+    settings.ANSWER_RECONCILE_AFTER_SECONDS = 0
+    ask_all(user_client, ["Who is Chris Mansolillo?"])
+    redis_client.delete(QS)
+    out = _run("reconcile_answers")
+    assert out.startswith("checked 1 answers older than 0 s: 0 settled, ")
+    assert "given up" in out
+
+
+def _run(*args) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
