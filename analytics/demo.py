@@ -1,15 +1,17 @@
 """Simulated demand history for the demo data: what 30 days of users asking questions would have left.
 
-Pure generation, no database: `demand_history` turns entity records into QuerySignals with past
-timestamps and deterministic event ids. `analytics.services.demand_history_seed` counts them through the
-worker's own counting function, so counters, buckets, windows and totals agree as they would in production.
+Pure generation, no database: `demand_history` turns entity records into past answers (one subject each,
+or none for a question about nothing) with deterministic ids. `analytics.services.demand_history_seed`
+records them and counts their QuerySignals (event ids derived from the answer, as on the answer path)
+through the worker's own counting function, so counters, buckets, windows, totals and the question
+reports agree as they would in production.
 
 The shape, chosen so that every report of a first `make run` has something to show:
 - a Zipf-like long tail over all entities (a few are asked about daily, most never);
 - a handful of entities spiking in the last day and in the last week (trending 1d / 7d / 30d);
 - several in-demand entities among the oldest records (stale, "refresh these next", when older than the
   stale threshold, as the demo data's oldest records are);
-- varied question wording per entity type, asked by a small set of demo users.
+- varied question wording per entity type, and questions the data cannot answer (content gaps).
 """
 
 from __future__ import annotations
@@ -20,12 +22,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from streams.events import QuerySignal
+from entities.services import PastAnswer
 
 HISTORY_NAMESPACE = uuid.UUID("0c7f6a8e-5d2b-4f8a-b1e3-9a6c4d2e7f10")
 HISTORY_DAYS = 30
 HISTORY_SIGNALS = 12_000
-DEMO_USERS = 25
+GAP_ANSWERS = 150
+GAP_QUESTIONS = [
+    "Who is buying Antarctic westerns?",
+    "which streamers want puppet musicals",
+    "Who greenlights underwater reality shows?",
+    "Who's looking for silent film remakes?",
+    "Which executives want chess documentaries?",
+    "who buys esports anime",
+]
 ZIPF_EXPONENT = 1.1
 DAY_SPIKES = 6
 WEEK_SPIKES = 6
@@ -60,11 +70,11 @@ def _question(rng: random.Random, entity: HistoryEntity) -> str:
 
 def demand_history(
     *, entities: Sequence[HistoryEntity], now: datetime, seed: int = 1, signals: int = HISTORY_SIGNALS
-) -> Iterator[QuerySignal]:
-    """Yield the simulated QuerySignals, oldest part first. Same entities and seed, same event ids.
+) -> Iterator[PastAnswer]:
+    """Yield the simulated answers. Same entities and seed, same ids (and so the same signal event ids).
 
-    Timestamps lie in (now - HISTORY_DAYS, now]; only they depend on `now`, so a second run on the same
-    records yields the same event ids and the inbox keeps it from counting anything twice.
+    Times lie in (now - HISTORY_DAYS, now]; only they depend on `now`, so a second run on the same records
+    yields the same ids, and the inbox keeps it from counting anything twice.
     """
     if not entities:
         return
@@ -73,19 +83,17 @@ def demand_history(
     popularity = ordered[:]
     rng.shuffle(popularity)
     weights = [1.0 / (rank + 1) ** ZIPF_EXPONENT for rank in range(len(popularity))]
-    users = [f"demo-user-{number:02d}" for number in range(1, DEMO_USERS + 1)]
     serial = 0
 
-    def signal(entity: HistoryEntity, age: timedelta) -> QuerySignal:
+    def signal(entity: HistoryEntity, age: timedelta) -> PastAnswer:
         nonlocal serial
         serial += 1
-        return QuerySignal(
-            event_id=uuid.uuid5(HISTORY_NAMESPACE, f"{seed}:{serial}"),
+        return PastAnswer(
+            id=uuid.uuid5(HISTORY_NAMESPACE, f"{seed}:{serial}"),
+            asked_at=now - age,
+            question=_question(rng, entity),
             entity_id=entity.id,
             entity_type=entity.entity_type,
-            query=_question(rng, entity),
-            user_id=rng.choice(users),
-            timestamp=now - age,
         )
 
     span = timedelta(days=HISTORY_DAYS)
@@ -110,3 +118,13 @@ def demand_history(
     for entity in rng.sample(old, min(len(old), STALE_IN_DEMAND)):
         for _ in range(rng.randint(10, 40)):
             yield signal(entity, span * rng.random())
+
+    # Questions about nothing in the data: the content-gaps report's entries.
+    for _ in range(GAP_ANSWERS):
+        serial += 1
+        yield PastAnswer(
+            id=uuid.uuid5(HISTORY_NAMESPACE, f"{seed}:{serial}"),
+            asked_at=now - span * rng.random(),
+            question=rng.choice(GAP_QUESTIONS),
+            entity_id=None,
+        )

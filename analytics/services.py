@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from analytics.demand import query_signals_apply
@@ -18,8 +19,10 @@ from analytics.demo import HistoryEntity, demand_history
 from analytics.models import DemandBucket
 from analytics.selectors import demand_stale_condition
 from entities.models import DEMAND_ORDER, Entity
+from entities.questions import answer_signal_event_id
+from entities.services import past_answers_record
 from kernel.iterables import batched
-from streams.events import MAX_ENTITY_IDS
+from streams.events import MAX_ENTITY_IDS, QuerySignal
 from streams.publisher import update_requests_publish
 from streams.redis import redis_client
 
@@ -111,6 +114,7 @@ HISTORY_BATCH = 5000
 class HistoryReport:
     """What `demand_history_seed` did."""
 
+    answers: int = 0
     signals: int = 0
     counted: int = 0
     skipped: str = ""
@@ -119,18 +123,34 @@ class HistoryReport:
 def demand_history_seed(
     *, seed: int = 1, now: datetime | None = None, progress: Callable[[int], None] | None = None
 ) -> HistoryReport:
-    """Count the demo's simulated demand history (`analytics.demo`) through the worker's counting function.
+    """Record the demo's simulated past answers (`analytics.demo`) and count their signals like the worker.
 
-    Nothing happens when any demand is recorded already: the history is a demo's past, never laid over
-    real demand. Its event ids are deterministic, so even a second run racing the first counts nothing twice.
+    Each answer's QuerySignal carries the event id derived from the answer (as on the answer path) and is
+    counted by the worker's own function, so counters, buckets, windows, totals and the answer records
+    agree. Nothing happens when any demand is recorded already: the history is a demo's past, never laid
+    over real demand; and its ids are deterministic, so a second run racing the first counts nothing twice.
     """
     if DemandBucket.objects.exists():
         return HistoryReport(skipped="demand is recorded already")
     entities = [HistoryEntity(*row) for row in Entity.objects.values_list("id", "name", "entity_type", "updated_at")]
     report = HistoryReport()
     for batch in batched(demand_history(entities=entities, now=now or timezone.now(), seed=seed), HISTORY_BATCH):
-        report.signals += len(batch)
-        report.counted += query_signals_apply(signals=batch).applied
+        signals = [
+            QuerySignal(
+                event_id=answer_signal_event_id(answer_id=answer.id, entity_id=answer.entity_id),
+                entity_id=answer.entity_id,
+                entity_type=answer.entity_type,
+                query=answer.question,
+                user_id="",
+                timestamp=answer.asked_at,
+            )
+            for answer in batch
+            if answer.entity_id is not None
+        ]
+        with transaction.atomic():
+            report.counted += query_signals_apply(signals=signals).applied
+            report.answers += past_answers_record(answers=batch)
+        report.signals += len(signals)
         if progress:
             progress(len(batch))
     return report

@@ -12,9 +12,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from entities.answer_records import answer_record_create, answer_signals_publish
 from entities.answers import composer, entity_snippet
 from entities.retrieval import entity_search
+from entities.services import answer_record_create, answer_signals_publish
 from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
 from streams.events import ROLES
 

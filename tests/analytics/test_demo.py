@@ -10,10 +10,18 @@ import pytest
 from django.core.management import call_command
 from django.db.models import F, Sum
 
-from analytics.demo import HISTORY_DAYS, HistoryEntity, demand_history
+from analytics.demo import GAP_ANSWERS, GAP_QUESTIONS, HISTORY_DAYS, HistoryEntity, demand_history
 from analytics.models import DemandBucket
-from analytics.selectors import demand_counters_audit, demand_stale, demand_stats, demand_trending
-from entities.models import Entity, EntityDemand
+from analytics.selectors import (
+    demand_counters_audit,
+    demand_stale,
+    demand_stats,
+    demand_trending,
+    questions_gaps,
+    questions_top,
+)
+from entities.models import AnswerRecord, Entity, EntityDemand
+from entities.questions import question_normalize
 from streams.models import ProcessedEvent
 
 NOW = datetime(2026, 11, 20, 14, 37, tzinfo=UTC)
@@ -26,25 +34,26 @@ def _entities(count: int) -> list[HistoryEntity]:
     ]
 
 
-def test_history_has_the_same_event_ids_whenever_it_is_generated_and_lies_in_the_last_30_days():
+def test_history_has_the_same_ids_whenever_it_is_generated_and_lies_in_the_last_30_days():
     entities = _entities(300)
     first = list(demand_history(entities=entities, now=NOW, signals=2000))
     later = list(demand_history(entities=entities, now=NOW + timedelta(days=3), signals=2000))
-    assert [s.event_id for s in first] == [s.event_id for s in later]
-    assert len({s.event_id for s in first}) == len(first) > 2000  # the tail plus spikes and stale demand
-    assert all(NOW - timedelta(days=HISTORY_DAYS) < s.timestamp <= NOW for s in first)
-    assert {s.entity_id for s in first} <= {e.id for e in entities}
+    assert [a.id for a in first] == [a.id for a in later]
+    assert len({a.id for a in first}) == len(first) > 2000 + GAP_ANSWERS  # tail, spikes, stale demand, gaps
+    assert all(NOW - timedelta(days=HISTORY_DAYS) < a.asked_at <= NOW for a in first)
+    assert {a.entity_id for a in first} - {None} <= {e.id for e in entities}
+    assert sum(a.entity_id is None for a in first) == GAP_ANSWERS
 
 
 def test_history_is_a_long_tail_with_recent_spikes():
-    signals = list(demand_history(entities=_entities(1000), now=NOW, signals=5000))
+    signals = [a for a in demand_history(entities=_entities(1000), now=NOW, signals=5000) if a.entity_id]
     per_entity: dict[uuid.UUID, int] = {}
     for signal in signals:
         per_entity[signal.entity_id] = per_entity.get(signal.entity_id, 0) + 1
     counts = sorted(per_entity.values(), reverse=True)
     assert counts[0] > 20 * counts[len(counts) // 2]  # a head far above the median
     assert len(per_entity) < 1000  # and entities nobody asked about
-    last_day = {s.entity_id for s in signals if NOW - s.timestamp < timedelta(days=1)}
+    last_day = {s.entity_id for s in signals if NOW - s.asked_at < timedelta(days=1)}
     assert last_day
 
 
@@ -65,12 +74,18 @@ def test_seed_demo_loads_a_past_every_report_shows_and_a_second_run_adds_nothing
     counted = ProcessedEvent.objects.count()
     score = EntityDemand.objects.aggregate(total=Sum("demand_score"))["total"]
     assert score == counted == DemandBucket.objects.aggregate(total=Sum("count"))["total"]
+    answers = AnswerRecord.objects.count()
+    assert answers == counted + GAP_ANSWERS
+    assert not AnswerRecord.objects.filter(signals_settled=False).exists()
+    assert questions_top(timeframe="30d", limit=3) and questions_gaps(timeframe="30d", limit=3)
+    assert questions_gaps(timeframe="30d", limit=10)[0]["question"] in {question_normalize(q) for q in GAP_QUESTIONS}
 
     out = StringIO()
     call_command("seed_demo", entities=800, seed=2, verbosity=0, stdout=out)
     assert "Demand history not loaded" in out.getvalue()
     assert ProcessedEvent.objects.count() == counted
     assert EntityDemand.objects.aggregate(total=Sum("demand_score"))["total"] == score
+    assert AnswerRecord.objects.count() == answers
 
 
 @pytest.mark.django_db

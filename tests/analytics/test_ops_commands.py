@@ -18,9 +18,9 @@ from analytics.definitions import hour_floor
 from analytics.demand import demand_buckets_add
 from analytics.models import DemandBucket
 from analytics.services import refresh_claim_key
-from entities.answer_records import answer_record_create
 from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
 from entities.retrieval import SearchHit
+from entities.services import answer_record_create
 from streams.models import ProcessedEvent
 from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from entities.answer_records import answer_record_create
 from entities.retrieval import SearchHit
+from entities.services import answer_record_create
 from tests.entities.factories import EntityFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -12,9 +12,9 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import timezone
 
-from entities import answer_records
-from entities.answer_records import answer_signals_reconcile
+from entities import services as entity_services
 from entities.models import AnswerRecord, Entity, EntityDemand
+from entities.services import answer_signals_reconcile
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.publisher import redis_circuit
 from streams.redis import redis_client
@@ -103,7 +103,7 @@ def test_resent_signals_are_not_resent_again_before_the_bound_passes_once_more(d
 
 
 def test_nothing_is_resent_while_the_outbox_holds_events(db, user_client, redis_client, monkeypatch):
-    monkeypatch.setattr(answer_records, "RECONCILE_CHUNK", 1)  # held records must not come round again
+    monkeypatch.setattr(entity_services, "RECONCILE_CHUNK", 1)  # held records must not come round again
     catalog_create()
     ask_all(user_client, QUESTIONS[:3])
     redis_client.delete(QS)

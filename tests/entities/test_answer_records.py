@@ -11,10 +11,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from entities.answer_records import answer_record_create, answer_records_prune
 from entities.models import AnswerRecord, AnswerRecordEntity
 from entities.questions import answer_signal_event_id
 from entities.retrieval import SearchHit
+from entities.services import answer_record_create, answer_records_prune
 from streams.events import event_parse
 from streams.publisher import redis_circuit
 from tests.entities.catalog import catalog_create

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from analytics.demand import demand_buckets_prune
-from entities.answer_records import answer_records_prune
+from entities.services import answer_records_prune
 from streams.services import inbox_prune
 
 

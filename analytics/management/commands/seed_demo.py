@@ -44,14 +44,15 @@ class Command(BaseCommand):
         if no_demand:
             return
         started = time.monotonic()
-        with tqdm(desc="demand history", unit="signal", disable=quiet) as bar:
+        with tqdm(desc="demand history", unit="answer", disable=quiet) as bar:
             history = demand_history_seed(seed=seed, progress=bar.update)
         if history.skipped:
             self.stdout.write(f"Demand history not loaded: {history.skipped}.")
             return
         self.stdout.write(
             self.style.SUCCESS(
-                f"Demand history: {history.signals} simulated questions over the last 30 days, {history.counted} "
-                f"counted ({time.monotonic() - started:.1f}s)."
+                f"Demand history: {history.answers} simulated answers over the last 30 days "
+                f"({history.answers - history.signals} about nothing), {history.counted} signals counted "
+                f"({time.monotonic() - started:.1f}s)."
             )
         )

@@ -30,9 +30,9 @@ from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 from tqdm import tqdm
 
-from entities.answer_records import answer_record_create, answer_record_signals, answer_signals_reconcile
 from entities.models import AnswerRecord, Entity, EntityType
 from entities.retrieval import SearchHit, entity_search
+from entities.services import answer_record_create, answer_record_signals, answer_signals_reconcile
 from streams.models import ProcessedEvent
 from streams.redis import redis_client
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from entities.answer_records import answer_signals_reconcile
+from entities.services import answer_signals_reconcile
 
 
 class Command(BaseCommand):
