@@ -15,6 +15,7 @@ from django.utils import timezone
 from entities import services as entity_services
 from entities.models import AnswerRecord, Entity, EntityDemand
 from entities.services import answer_signals_reconcile
+from streams.handlers import chores
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.publisher import redis_circuit
 from streams.redis import redis_client
@@ -151,3 +152,9 @@ def _run(*args) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
+
+
+def test_entities_registers_reconciliation_as_a_worker_chore_at_half_the_bound(settings):
+    (chore,) = [chore for chore in chores() if chore.name == "answer_signals_reconcile"]
+    assert chore.run is entity_services.answer_signals_reconcile
+    assert chore.interval == settings.ANSWER_RECONCILE_AFTER_SECONDS / 2
