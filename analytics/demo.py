@@ -27,6 +27,8 @@ from entities.services import PastAnswer
 HISTORY_NAMESPACE = uuid.UUID("0c7f6a8e-5d2b-4f8a-b1e3-9a6c4d2e7f10")
 HISTORY_DAYS = 30
 HISTORY_SIGNALS = 12_000
+# The demo's askers: users without a usable password (nobody can log in as them).
+DEMO_ASKERS = 25
 GAP_ANSWERS = 150
 GAP_QUESTIONS = [
     "Who is buying Antarctic westerns?",
@@ -69,12 +71,18 @@ def _question(rng: random.Random, entity: HistoryEntity) -> str:
 
 
 def demand_history(
-    *, entities: Sequence[HistoryEntity], now: datetime, seed: int = 1, signals: int = HISTORY_SIGNALS
+    *,
+    entities: Sequence[HistoryEntity],
+    now: datetime,
+    seed: int = 1,
+    signals: int = HISTORY_SIGNALS,
+    user_ids: Sequence[int | None] = (None,),
 ) -> Iterator[PastAnswer]:
     """Yield the simulated answers. Same entities and seed, same ids (and so the same signal event ids).
 
-    Times lie in (now - HISTORY_DAYS, now]; only they depend on `now`, so a second run on the same records
-    yields the same ids, and the inbox keeps it from counting anything twice.
+    `user_ids`: who asked (each answer picks one). Times lie in (now - HISTORY_DAYS, now]; only they
+    depend on `now`, so a second run on the same records yields the same ids, and the inbox keeps it
+    from counting anything twice.
     """
     if not entities:
         return
@@ -94,6 +102,7 @@ def demand_history(
             question=_question(rng, entity),
             entity_id=entity.id,
             entity_type=entity.entity_type,
+            user_id=rng.choice(user_ids),
         )
 
     span = timedelta(days=HISTORY_DAYS)
@@ -127,4 +136,5 @@ def demand_history(
             asked_at=now - span * rng.random(),
             question=rng.choice(GAP_QUESTIONS),
             entity_id=None,
+            user_id=rng.choice(user_ids),
         )

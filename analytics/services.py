@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from analytics.demand import query_signals_apply
-from analytics.demo import HistoryEntity, demand_history
+from analytics.demo import DEMO_ASKERS, HistoryEntity, demand_history
 from analytics.models import DemandBucket
 from analytics.selectors import demand_stale_condition
 from entities.models import DEMAND_ORDER, Entity
@@ -133,15 +134,17 @@ def demand_history_seed(
     if DemandBucket.objects.exists():
         return HistoryReport(skipped="demand is recorded already")
     entities = [HistoryEntity(*row) for row in Entity.objects.values_list("id", "name", "entity_type", "updated_at")]
+    askers = [_demo_asker(number) for number in range(1, DEMO_ASKERS + 1)]
+    history = demand_history(entities=entities, now=now or timezone.now(), seed=seed, user_ids=askers)
     report = HistoryReport()
-    for batch in batched(demand_history(entities=entities, now=now or timezone.now(), seed=seed), HISTORY_BATCH):
+    for batch in batched(history, HISTORY_BATCH):
         signals = [
             QuerySignal(
                 event_id=answer_signal_event_id(answer_id=answer.id, entity_id=answer.entity_id),
                 entity_id=answer.entity_id,
                 entity_type=answer.entity_type,
                 query=answer.question,
-                user_id="",
+                user_id=str(answer.user_id),
                 timestamp=answer.asked_at,
             )
             for answer in batch
@@ -154,3 +157,15 @@ def demand_history_seed(
         if progress:
             progress(len(batch))
     return report
+
+
+def _demo_asker(number: int) -> int:
+    """The id of demo asker `number`, created without a usable password when missing."""
+    user, created = get_user_model().objects.get_or_create(
+        email=f"demo-asker-{number:02d}@mandatewizard.local",
+        defaults={"username": f"demo-asker-{number:02d}@mandatewizard.local"},
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user.pk

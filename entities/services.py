@@ -588,6 +588,7 @@ class PastAnswer:
     question: str
     entity_id: uuid.UUID | None
     entity_type: str = ""
+    user_id: int | None = None
 
 
 def past_answers_record(*, answers: Sequence[PastAnswer], composer: str = "extractive") -> int:
@@ -619,6 +620,7 @@ def past_answers_record(*, answers: Sequence[PastAnswer], composer: str = "extra
             AnswerRecord(
                 id=answer.id,
                 asked_at=answer.asked_at,
+                user_id=answer.user_id,
                 question=answer.question,
                 question_normalized=question_normalize(answer.question),
                 entities=entities,
