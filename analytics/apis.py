@@ -1,4 +1,4 @@
-"""HTTP API of demand analytics under /api/analytics/demand/: thin views over analytics.selectors."""
+"""HTTP API of analytics: the demand reports under /api/analytics/demand/ and /api/analytics/status/; thin views."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from analytics.selectors import (
     ENTITY_TYPES,
     INTERVALS,
     TIMEFRAMES,
+    analytics_status,
     demand_entity,
     demand_stale,
     demand_stats,
@@ -349,3 +350,35 @@ class DemandTimeseriesApi(APIView):
         days, interval = TIMESERIES_DAYS.read(request), TIMESERIES_INTERVAL.read(request)
         series = demand_timeseries(entity_id=entity.pk, days=days, interval=interval)
         return Response(self.OutputSerializer(series).data)
+
+class AnalyticsStatusApi(APIView):
+    """How fresh the analytics are: the newest question counted, what waits in the stream, live workers."""
+
+    permission_classes = [AnalyticsAccess]
+
+    @extend_schema_serializer(component_name="AnalyticsStatus")
+    class OutputSerializer(serializers.Serializer):
+        last_counted_event_at = UtcDateTimeField(
+            allow_null=True, help_text="Time of the newest question the counters include (max last_queried_at)."
+        )
+        entries_waiting = serializers.IntegerField(
+            help_text="QuerySignal entries not yet counted: entries_undelivered + entries_pending."
+        )
+        entries_undelivered = serializers.IntegerField(help_text="Not yet delivered to the worker group (lag).")
+        entries_pending = serializers.IntegerField(help_text="Delivered to a worker, not yet acknowledged.")
+        oldest_waiting_age_seconds = serializers.FloatField(
+            allow_null=True, help_text="Age of the oldest waiting entry, on Redis's clock; null when none waits."
+        )
+        live_workers = serializers.IntegerField(help_text="Workers whose heartbeat has not expired.")
+        last_alert_evaluation = UtcDateTimeField(allow_null=True, help_text="Always null: alerts do not exist yet.")
+
+    @extend_schema(
+        summary="Analytics freshness",
+        responses={
+            200: OutputSerializer,
+            **ERROR_RESPONSES,
+            503: OpenApiResponse(ErrorSerializer, description="Redis or PostgreSQL unreachable (Retry-After)"),
+        },
+    )
+    def get(self, request):
+        return Response(self.OutputSerializer(analytics_status()).data)
