@@ -15,6 +15,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analytics.exports import CSV_FORMAT, CsvReportMixin, csv_report_responses
 from analytics.selectors import (
     ENTITY_TYPES,
     INTERVALS,
@@ -139,10 +140,11 @@ class DemandStatsApi(APIView):
         return Response(self.OutputSerializer(demand_stats()).data)
 
 
-class DemandTopApi(APIView):
+class DemandTopApi(CsvReportMixin, APIView):
     """Entities with the most demand."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "entities"
 
     @extend_schema_serializer(component_name="DemandTop")
     class OutputSerializer(serializers.Serializer):
@@ -165,8 +167,14 @@ class DemandTopApi(APIView):
     @extend_schema(
         summary="Top entities by demand",
         description="Ordered by demand_score desc, then query_count desc, then name.",
-        parameters=[TOP_LIMIT.openapi(), TOP_OFFSET.openapi(), TOP_MIN_SCORE.openapi(), TOP_ENTITY_TYPE.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[
+            TOP_LIMIT.openapi(),
+            TOP_OFFSET.openapi(),
+            TOP_MIN_SCORE.openapi(),
+            TOP_ENTITY_TYPE.openapi(),
+            CSV_FORMAT,
+        ],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         limit, offset = TOP_LIMIT.read(request), TOP_OFFSET.read(request)
@@ -180,10 +188,11 @@ class DemandTopApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class DemandTrendingApi(APIView):
+class DemandTrendingApi(CsvReportMixin, APIView):
     """Entities whose demand rises: current window vs. the previous one of the same length."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "trending"
 
     @extend_schema_serializer(component_name="DemandTrending")
     class OutputSerializer(serializers.Serializer):
@@ -211,8 +220,8 @@ class DemandTrendingApi(APIView):
             "[h0-(H-1)h, h0], previous = [h0-(2H-1)h, h0-Hh]. Trending: current >= TRENDING_MIN_QUERIES and "
             "current > previous; ordered by trend_score desc, current desc, name."
         ),
-        parameters=[TRENDING_TIMEFRAME.openapi(), TRENDING_LIMIT.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[TRENDING_TIMEFRAME.openapi(), TRENDING_LIMIT.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         timeframe, limit = TRENDING_TIMEFRAME.read(request), TRENDING_LIMIT.read(request)
@@ -221,10 +230,11 @@ class DemandTrendingApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class DemandStaleApi(APIView):
+class DemandStaleApi(CsvReportMixin, APIView):
     """Entities in demand whose content is old: the data team's refresh list."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "stale_entities"
 
     @extend_schema_serializer(component_name="DemandStale")
     class OutputSerializer(serializers.Serializer):
@@ -253,8 +263,8 @@ class DemandStaleApi(APIView):
         summary="Stale entities",
         description="demand_score >= min_demand_score and updated_at older than days_since_update days; "
         "ordered by demand_score desc (then query_count desc, name).",
-        parameters=[STALE_LIMIT.openapi(), STALE_MIN_SCORE.openapi(), STALE_DAYS.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[STALE_LIMIT.openapi(), STALE_MIN_SCORE.openapi(), STALE_DAYS.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         criteria = {"min_demand_score": STALE_MIN_SCORE.read(request), "days_since_update": STALE_DAYS.read(request)}
@@ -350,6 +360,7 @@ class DemandTimeseriesApi(APIView):
         days, interval = TIMESERIES_DAYS.read(request), TIMESERIES_INTERVAL.read(request)
         series = demand_timeseries(entity_id=entity.pk, days=days, interval=interval)
         return Response(self.OutputSerializer(series).data)
+
 
 class AnalyticsStatusApi(APIView):
     """How fresh the analytics are: the newest question counted, what waits in the stream, live workers."""
