@@ -1,8 +1,8 @@
 """The demand admin: the "Demand dashboard" (stats, top, trending, stale, questions, gaps, 30 days of queries,
 stream health), and demand in the entity store's admin.
 
-The dashboard shows stats, top, trending, stale, 30 days of queries and stream health; it is linked
-from the admin index (`index_template`) and routed in mandate_wizard/urls.py. `DemandEntityAdmin`
+The dashboard shows stats, top, trending, stale (each with a CSV link), 30 days of queries and stream
+health; it is linked from the admin index (`index_template`) and routed in mandate_wizard/urls.py. `DemandEntityAdmin`
 extends entities' EntityAdmin with the needs-update and 7-day trending columns and filters and an
 entity's demand and chart, and takes its place. Every number comes from analytics.selectors and
 streams.selectors, the same functions the API uses; nothing here re-derives them.
@@ -17,8 +17,10 @@ from django.contrib import admin
 from django.db.models import BooleanField, ExpressionWrapper
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
+from analytics.apis import QUESTIONS_LIMIT, STALE_LIMIT, TOP_LIMIT, TRENDING_LIMIT
 from analytics.charts import timeseries_chart
 from analytics.selectors import (
     TIMEFRAMES,
@@ -44,6 +46,20 @@ CHART_DAYS = 30
 RECENT_REFRESH_REQUESTS = 20
 
 admin.site.index_template = "analytics/admin/index.html"
+
+
+def csv_export_urls(*, timeframe: str) -> dict[str, str]:
+    """The dashboard's CSV links: each report with as many rows as its API allows, trending in `timeframe`."""
+    return {
+        "top": f"{reverse('analytics-demand-top')}?format=csv&limit={TOP_LIMIT.maximum}",
+        "trending": f"{reverse('analytics-demand-trending')}?format=csv&timeframe={timeframe}"
+        f"&limit={TRENDING_LIMIT.maximum}",
+        "stale": f"{reverse('analytics-demand-stale')}?format=csv&limit={STALE_LIMIT.maximum}",
+        "questions_top": f"{reverse('analytics-questions-top')}?format=csv&timeframe={timeframe}"
+        f"&limit={QUESTIONS_LIMIT.maximum}",
+        "questions_gaps": f"{reverse('analytics-questions-gaps')}?format=csv&timeframe={timeframe}"
+        f"&limit={QUESTIONS_LIMIT.maximum}",
+    }
 
 
 def demand_dashboard(request: HttpRequest) -> HttpResponse:
@@ -74,6 +90,7 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
         "chart": timeseries_chart(series=series, title=f"Queries per day, last {CHART_DAYS} days"),
         "pipeline": pipeline,
         "pipeline_error": pipeline_error,
+        "csv_exports": csv_export_urls(timeframe=timeframe),
     }
     return TemplateResponse(request, "analytics/admin/demand_dashboard.html", context)
 

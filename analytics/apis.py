@@ -1,4 +1,4 @@
-"""HTTP API of demand analytics under /api/analytics/demand/: thin views over analytics.selectors."""
+"""HTTP API of analytics: the demand reports under /api/analytics/demand/ and /api/analytics/status/; thin views."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analytics.exports import CSV_FORMAT, CsvReportMixin, csv_report_responses
 from analytics.selectors import (
     ENTITY_TYPES,
     INTERVALS,
     TIMEFRAMES,
+    analytics_status,
     demand_entity,
     demand_stale,
     demand_stats,
@@ -140,10 +142,11 @@ class DemandStatsApi(APIView):
         return Response(self.OutputSerializer(demand_stats()).data)
 
 
-class DemandTopApi(APIView):
+class DemandTopApi(CsvReportMixin, APIView):
     """Entities with the most demand."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "entities"
 
     @extend_schema_serializer(component_name="DemandTop")
     class OutputSerializer(serializers.Serializer):
@@ -166,8 +169,14 @@ class DemandTopApi(APIView):
     @extend_schema(
         summary="Top entities by demand",
         description="Ordered by demand_score desc, then query_count desc, then name.",
-        parameters=[TOP_LIMIT.openapi(), TOP_OFFSET.openapi(), TOP_MIN_SCORE.openapi(), TOP_ENTITY_TYPE.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[
+            TOP_LIMIT.openapi(),
+            TOP_OFFSET.openapi(),
+            TOP_MIN_SCORE.openapi(),
+            TOP_ENTITY_TYPE.openapi(),
+            CSV_FORMAT,
+        ],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         limit, offset = TOP_LIMIT.read(request), TOP_OFFSET.read(request)
@@ -181,10 +190,11 @@ class DemandTopApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class DemandTrendingApi(APIView):
+class DemandTrendingApi(CsvReportMixin, APIView):
     """Entities whose demand rises: current window vs. the previous one of the same length."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "trending"
 
     @extend_schema_serializer(component_name="DemandTrending")
     class OutputSerializer(serializers.Serializer):
@@ -212,8 +222,8 @@ class DemandTrendingApi(APIView):
             "[h0-(H-1)h, h0], previous = [h0-(2H-1)h, h0-Hh]. Trending: current >= TRENDING_MIN_QUERIES and "
             "current > previous; ordered by trend_score desc, current desc, name."
         ),
-        parameters=[TRENDING_TIMEFRAME.openapi(), TRENDING_LIMIT.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[TRENDING_TIMEFRAME.openapi(), TRENDING_LIMIT.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         timeframe, limit = TRENDING_TIMEFRAME.read(request), TRENDING_LIMIT.read(request)
@@ -222,10 +232,11 @@ class DemandTrendingApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class DemandStaleApi(APIView):
+class DemandStaleApi(CsvReportMixin, APIView):
     """Entities in demand whose content is old: the data team's refresh list."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "stale_entities"
 
     @extend_schema_serializer(component_name="DemandStale")
     class OutputSerializer(serializers.Serializer):
@@ -254,8 +265,8 @@ class DemandStaleApi(APIView):
         summary="Stale entities",
         description="demand_score >= min_demand_score and updated_at older than days_since_update days; "
         "ordered by demand_score desc (then query_count desc, name).",
-        parameters=[STALE_LIMIT.openapi(), STALE_MIN_SCORE.openapi(), STALE_DAYS.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[STALE_LIMIT.openapi(), STALE_MIN_SCORE.openapi(), STALE_DAYS.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         criteria = {"min_demand_score": STALE_MIN_SCORE.read(request), "days_since_update": STALE_DAYS.read(request)}
@@ -377,10 +388,11 @@ class QuestionSerializer(serializers.Serializer):
     last_asked_at = UtcDateTimeField()
 
 
-class QuestionsTopApi(APIView):
+class QuestionsTopApi(CsvReportMixin, APIView):
     """The questions asked most, from the answer records."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "questions"
 
     @extend_schema_serializer(component_name="QuestionsTop")
     class OutputSerializer(serializers.Serializer):
@@ -396,8 +408,8 @@ class QuestionsTopApi(APIView):
     @extend_schema(
         summary="Top questions",
         description="Normalized questions by how often they were asked in the timeframe (ties by question).",
-        parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         timeframe, limit = QUESTIONS_TIMEFRAME.read(request), QUESTIONS_LIMIT.read(request)
@@ -406,10 +418,11 @@ class QuestionsTopApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class QuestionsGapsApi(APIView):
+class QuestionsGapsApi(CsvReportMixin, APIView):
     """Content gaps: the questions whose answers found nothing the question was about."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = "questions"
 
     @extend_schema_serializer(component_name="QuestionsGaps")
     class OutputSerializer(serializers.Serializer):
@@ -430,11 +443,44 @@ class QuestionsGapsApi(APIView):
             "Normalized questions whose answers had no subject — no entity at all, or (low_confidence) only "
             "related ones — by how often they were asked in the timeframe."
         ),
-        parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         timeframe, limit = QUESTIONS_TIMEFRAME.read(request), QUESTIONS_LIMIT.read(request)
         questions = questions_gaps(timeframe=timeframe, limit=limit)
         data = {"questions": questions, "total": len(questions), "timeframe": timeframe, "limit": limit}
         return Response(self.OutputSerializer(data).data)
+
+
+class AnalyticsStatusApi(APIView):
+    """How fresh the analytics are: the newest question counted, what waits in the stream, live workers."""
+
+    permission_classes = [AnalyticsAccess]
+
+    @extend_schema_serializer(component_name="AnalyticsStatus")
+    class OutputSerializer(serializers.Serializer):
+        last_counted_event_at = UtcDateTimeField(
+            allow_null=True, help_text="Time of the newest question the counters include (max last_queried_at)."
+        )
+        entries_waiting = serializers.IntegerField(
+            help_text="QuerySignal entries not yet counted: entries_undelivered + entries_pending."
+        )
+        entries_undelivered = serializers.IntegerField(help_text="Not yet delivered to the worker group (lag).")
+        entries_pending = serializers.IntegerField(help_text="Delivered to a worker, not yet acknowledged.")
+        oldest_waiting_age_seconds = serializers.FloatField(
+            allow_null=True, help_text="Age of the oldest waiting entry, on Redis's clock; null when none waits."
+        )
+        live_workers = serializers.IntegerField(help_text="Workers whose heartbeat has not expired.")
+        last_alert_evaluation = UtcDateTimeField(allow_null=True, help_text="Always null: alerts do not exist yet.")
+
+    @extend_schema(
+        summary="Analytics freshness",
+        responses={
+            200: OutputSerializer,
+            **ERROR_RESPONSES,
+            503: OpenApiResponse(ErrorSerializer, description="Redis or PostgreSQL unreachable (Retry-After)"),
+        },
+    )
+    def get(self, request):
+        return Response(self.OutputSerializer(analytics_status()).data)

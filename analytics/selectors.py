@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
@@ -36,6 +36,7 @@ from analytics.definitions import (
 )
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
+from streams.selectors import stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
 INTERVALS = ("day", "hour")
@@ -653,3 +654,23 @@ def answers_unreconciled(*, now: datetime | None = None) -> int:
     return AnswerRecord.objects.filter(
         signals_settled=False, signals_sent_at__lt=(now or timezone.now()) - bound
     ).count()
+
+
+def analytics_status() -> dict:
+    """How fresh the analytics are: the newest question counted and what the worker has not counted yet.
+
+    `last_counted_event_at` is the newest `last_queried_at`: the time of the newest question the counters
+    include (served by the demand_last_queried_desc index; the inbox's processed_at would need a scan of
+    its BRIN-indexed rows and also holds UpdateRequests). Waiting entries are the QuerySignal stream's.
+    `last_alert_evaluation` is None until alerts exist. Reads Redis: a Redis outage raises.
+    """
+    waiting = stream_waiting(stream=settings.STREAM_QUERY_SIGNALS)
+    return {
+        "last_counted_event_at": EntityDemand.objects.aggregate(newest=Max("last_queried_at"))["newest"],
+        "entries_waiting": waiting["waiting"],
+        "entries_undelivered": waiting["lag"],
+        "entries_pending": waiting["pending"],
+        "oldest_waiting_age_seconds": waiting["oldest_waiting_age_seconds"],
+        "live_workers": len(workers_live()),
+        "last_alert_evaluation": None,
+    }

@@ -9,6 +9,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from analytics.admin import demand_dashboard_view
+from analytics.apis import AnalyticsStatusApi
 from analytics.urls import question_urlpatterns
 from entities.answer_apis import AnswerApi
 from entities.apis import UpdateRequestView
@@ -28,6 +29,7 @@ API_ROOT_LINKS = {
     "analytics-demand-stale": "analytics-demand-stale",
     "analytics-questions-top": "analytics-questions-top",
     "analytics-questions-gaps": "analytics-questions-gaps",
+    "analytics-status": "analytics-status",
     "events-streams-info": "events-streams-info",
     "events-update-request": "events-update-request",
     "events-dead-letter": "events-dead-letter",
@@ -57,6 +59,7 @@ urlpatterns = [
     path("api/answer", AnswerApi.as_view(throttle_classes=[AnswerUserThrottle]), name="answer"),
     path("api/", include("entities.urls")),
     path("api/analytics/demand/", include("analytics.urls")),
+    path("api/analytics/status/", AnalyticsStatusApi.as_view(), name="analytics-status"),
     # Publishing UpdateRequests checks the entities, so the entity store serves it beside the operators' API.
     path("api/events/update-request", UpdateRequestView.as_view(), name="events-update-request"),
     path("api/analytics/questions/", include(question_urlpatterns)),

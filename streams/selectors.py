@@ -91,6 +91,42 @@ def stream_info(*, stream: str, client: redis.Redis | None = None) -> dict[str, 
     return info
 
 
+def _entry_age_seconds(entry_id: str, now_ms: int) -> float:
+    """Seconds since Redis added the entry: an entry id starts with Redis's clock in ms at XADD."""
+    return max(0, now_ms - int(entry_id.split("-", 1)[0])) / 1000
+
+
+def stream_waiting(*, stream: str, client: redis.Redis | None = None) -> dict[str, Any]:
+    """Entries of `stream` the worker group has not acknowledged yet, and the age of the oldest of them.
+
+    Waiting = lag (not yet delivered) + pending (delivered, not yet acknowledged). The oldest is the first
+    pending entry, else the first undelivered one; its age is measured on Redis's clock (TIME), the clock
+    its id was taken from. Without a group (no worker has started) the whole stream is waiting.
+    """
+    client = client or redis_client()
+    info = stream_info(stream=stream, client=client)
+    group = info["group"]
+    oldest_id = None
+    if group["pending"]:
+        oldest_id = client.xpending(stream, group["name"])["min"]
+    elif group["lag"] and not group["exists"]:
+        oldest_id = info["first_entry_id"]
+    elif group["lag"]:
+        after = group["last_delivered_id"] or "0-0"
+        entries = client.xrange(stream, min=f"({after}", max="+", count=1)
+        oldest_id = _entry_id(entries[0]) if entries else None
+    seconds, microseconds = client.time()
+    now_ms = seconds * 1000 + microseconds // 1000
+    return {
+        "stream": stream,
+        "waiting": group["lag"] + group["pending"],
+        "lag": group["lag"],
+        "pending": group["pending"],
+        "oldest_waiting_id": oldest_id,
+        "oldest_waiting_age_seconds": _entry_age_seconds(oldest_id, now_ms) if oldest_id else None,
+    }
+
+
 def workers_live(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     """Workers whose heartbeat key has not expired, by consumer name."""
     client = client or redis_client()

@@ -119,3 +119,21 @@ def test_dashboard_renders_when_redis_is_stopped(admin_client, private_redis, de
     content = response.content.decode()
     assert "Redis is unreachable" in content
     assert _stat(content, "total-queries") == "13"
+
+
+def test_dashboard_links_the_csv_exports_and_they_download(admin_client, demand_state):
+    content = admin_client.get(DASHBOARD, {"timeframe": "1d"}).content.decode()
+    links = re.findall(r'class="csv-export" href="([^"]+)"', content)
+    assert [link.replace("&amp;", "&") for link in links] == [
+        "/api/analytics/demand/top/?format=csv&limit=100",
+        "/api/analytics/demand/trending/?format=csv&timeframe=1d&limit=50",
+        "/api/analytics/questions/top/?format=csv&timeframe=1d&limit=100",
+        "/api/analytics/questions/gaps/?format=csv&timeframe=1d&limit=100",
+        "/api/analytics/demand/stale/?format=csv&limit=100",
+    ]
+    for link in links:
+        # The admin's session signs the download in.
+        response = admin_client.get(link.replace("&amp;", "&"))
+        assert response.status_code == 200
+        assert response["Content-Type"].startswith("text/csv")
+        assert response["Content-Disposition"].startswith("attachment; filename=")
