@@ -11,6 +11,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis
+from streams.worker import StreamWorker
 from tests.entities.factories import UserFactory
 from tests.real_servers import suite_workdir
 
@@ -78,3 +79,11 @@ def private_postgres_factory():
     yield start
     for server in servers:
         server.stop(mode="immediate")
+
+
+@pytest.fixture
+def worker(redis_client) -> StreamWorker:
+    """A stream worker of the suite's Redis, its group created; it claims nothing (idle 1 h)."""
+    worker = StreamWorker(consumer="ops-worker", block_ms=50, claim_idle_ms=3_600_000)
+    worker.groups_ensure()
+    return worker

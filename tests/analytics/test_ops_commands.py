@@ -22,24 +22,11 @@ from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
 from entities.retrieval import SearchHit
 from entities.services import answer_record_create
 from streams.models import ProcessedEvent
-from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
+from tests.streams.pipeline import command_run as run
 from tests.streams.pipeline import worker_drain
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
-
-
-@pytest.fixture
-def worker(redis_client) -> StreamWorker:
-    worker = StreamWorker(consumer="ops-worker", block_ms=50, claim_idle_ms=3_600_000)
-    worker.groups_ensure()
-    return worker
 
 
 def test_every_analytics_command_has_help():

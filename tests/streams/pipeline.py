@@ -12,10 +12,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from pathlib import Path
 
 import redis
 from django.conf import settings
+from django.core.management import call_command
 from django.db.models import Sum
 
 from analytics.models import DemandBucket
@@ -145,3 +147,10 @@ class WorkerProcess:
     def ensure_ended(self) -> None:
         if self.process.poll() is None:
             self.kill()
+
+
+def command_run(*args: str) -> str:
+    """Run a management command; return what it wrote to stdout."""
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()

@@ -13,24 +13,11 @@ from django.core.management import CommandError, call_command
 from entities.models import EntityDemand
 from streams.events import QuerySignal, dead_letter_fields
 from streams.models import OutboxEvent
-from streams.worker import StreamWorker
 from tests.entities.factories import EntityFactory
+from tests.streams.pipeline import command_run as run
 from tests.streams.pipeline import worker_drain
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
-
-
-@pytest.fixture
-def worker(redis_client) -> StreamWorker:
-    worker = StreamWorker(consumer="ops-worker", block_ms=50, claim_idle_ms=3_600_000)
-    worker.groups_ensure()
-    return worker
 
 
 def _dead_letter_add(client, fields: dict[str, str], *, reason: str) -> str:
