@@ -54,6 +54,10 @@ _FRAMING_WORDS = """
 """
 FRAMING_WORDS = frozenset(_FRAMING_WORDS.split())
 IGNORED_WORDS = STOP_WORDS | FRAMING_WORDS
+# Imperatives that ask for an answer ("List horror projects", "Can you name ..."): framing only where they
+# open the question, before any word it is about, since elsewhere they may be words of a name or a topic.
+_COMMAND_WORDS = "list name get display enumerate fetch search"
+COMMAND_WORDS = frozenset(_COMMAND_WORDS.split())
 _TOKEN = re.compile(r"[a-z0-9]+")
 # "Mansolillo's", "Mansolillos'", "who's": the possessive or contracted ending is not part of the word.
 _APOSTROPHE_S = re.compile(r"(\w)'s\b|(\w)s'(?!\w)")
@@ -120,8 +124,15 @@ def question_fold(question: str) -> str:
 
 
 def question_terms(question: str) -> list[str]:
-    """The words of a question that say what it is about, lower case, accents folded, in order."""
-    return [word for word in _TOKEN.findall(question_fold(question)) if word not in IGNORED_WORDS and len(word) > 1]
+    """The words of a question that say what it is about, lower case, accents folded, in order.
+
+    Stop and framing words go wherever they are; command words only where they open the question.
+    """
+    terms = [word for word in _TOKEN.findall(question_fold(question)) if word not in IGNORED_WORDS and len(word) > 1]
+    opening = 0
+    while opening < len(terms) and terms[opening] in COMMAND_WORDS:
+        opening += 1
+    return terms[opening:]
 
 
 _NAME_SQL = """

@@ -29,6 +29,12 @@ def test_question_terms_drop_stop_and_framing_words_and_fold_accents():
     assert question_terms("What is he looking for?") == []
 
 
+def test_question_terms_drop_command_words_only_where_they_open_the_question():
+    assert question_terms("list horror projects") == ["horror", "projects"]
+    assert question_terms("Can you list all the horror projects?") == ["horror", "projects"]
+    assert question_terms("Who is Chris List?") == ["chris", "list"]
+
+
 @pytest.mark.parametrize(
     "question",
     ["Who is Chris Mansolillo?", "who is chris mansolillo", "What is Chris Mansolillo looking for?", "Mansolillo"],
@@ -74,6 +80,14 @@ def test_a_mandate_topic_finds_the_person_looking_for_it(catalog):
 @pytest.mark.parametrize("question", ["What is the weather in Paris?", "xyzzy plugh", "Who is he?", "?!"])
 def test_nothing_relevant_returns_nothing(catalog, question):
     assert names(question) == []
+
+
+@pytest.mark.parametrize(
+    "question", ["Which projects are horror?", "list horror projects", "Can you list all the horror projects?"]
+)
+def test_a_list_question_returns_the_entities_of_the_type_and_topic_asked(catalog, question):
+    hits = entity_search(question=question, limit=5)
+    assert [(hit.name, hit.role, hit.rank) for hit in hits] == [("The Midnight Crown", "subject", 1)]
 
 
 def test_part_of_several_names_returns_those_names_as_subjects_up_to_the_limit(catalog):

@@ -77,6 +77,7 @@ COMPANY_TOPIC_PHRASINGS = (
     ("Which executives at {company} are looking for {keyword}?", TUNED),
     ("Who at {company} is buying {keyword}?", TUNED),
     ("{company} execs interested in {keyword}", HELD_OUT),
+    ("Anyone at {company} buying {keyword}?", HELD_OUT),
 )
 TYPE_TOPIC_PHRASINGS = (
     ("Who is looking for {topic}?", EntityType.PERSON, "looking_for", TUNED),
@@ -84,8 +85,16 @@ TYPE_TOPIC_PHRASINGS = (
     ("Which production companies specialize in {topic}?", EntityType.PRODUCTION_COMPANY, "specialty", TUNED),
     ("Which buyers want {topic}?", EntityType.PERSON, "looking_for", HELD_OUT),
     ("Which platforms are focused on {topic}?", EntityType.PLATFORM, "focus", HELD_OUT),
+    ("Which production companies make {topic}?", EntityType.PRODUCTION_COMPANY, "specialty", HELD_OUT),
 )
-GENRE_PHRASINGS = (("Which projects are {genre}?", TUNED), ("list {genre} projects", HELD_OUT))
+# "list {genre} projects" was held out until its misses were reported (every one empty); it is a tuning
+# phrasing since, and the two after it were written then, before any change made for it.
+GENRE_PHRASINGS = (
+    ("Which projects are {genre}?", TUNED),
+    ("list {genre} projects", TUNED),
+    ("Show me all the {genre} projects", HELD_OUT),
+    ("Give me {genre} projects", HELD_OUT),
+)
 NOTHING = (
     ("What is the weather in Paris tomorrow?", TUNED),
     ("How do I bake sourdough bread?", TUNED),
