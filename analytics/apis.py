@@ -382,7 +382,7 @@ QUESTIONS_LIMIT = IntParam("limit", default=10, minimum=1, maximum=100, descript
 class QuestionSerializer(serializers.Serializer):
     question = serializers.CharField(help_text="Normalized: case, whitespace and punctuation folded away.")
     count = serializers.IntegerField(help_text="Answers to it in the timeframe.")
-    users = serializers.IntegerField(help_text="Distinct users who asked it (deleted users count as one).")
+    users = serializers.IntegerField(help_text="Distinct users who asked it (deleted users' answers not counted).")
     example = serializers.CharField(help_text="One wording as asked.")
     avg_results = serializers.FloatField(help_text="Mean number of entities its answers returned, 2 decimals.")
     last_asked_at = UtcDateTimeField()
