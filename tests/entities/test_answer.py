@@ -8,7 +8,6 @@ from datetime import datetime
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -17,22 +16,12 @@ from entities.answers import NOTHING_FOUND
 from entities.models import EntityDemand
 from streams.events import QuerySignal, event_parse
 from streams.models import OutboxEvent
-from streams.publisher import redis_circuit
 from streams.redis import redis_client as stream_redis
 from streams.services import outbox_relay
 from tests.entities.catalog import catalog_create
 
 URL = "/api/answer"
 QS = settings.STREAM_QUERY_SIGNALS
-
-
-@pytest.fixture(autouse=True)
-def clean_state():
-    cache.clear()
-    redis_circuit.reset()
-    yield
-    redis_circuit.reset()
-    cache.clear()
 
 
 @pytest.fixture

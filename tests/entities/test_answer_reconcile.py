@@ -6,9 +6,7 @@ import json
 from collections import Counter
 from datetime import timedelta
 
-import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -17,7 +15,6 @@ from entities.models import AnswerRecord, Entity, EntityDemand
 from entities.services import answer_signals_reconcile
 from streams.handlers import chores
 from streams.models import OutboxEvent, ProcessedEvent
-from streams.publisher import redis_circuit
 from streams.redis import redis_client
 from streams.worker import StreamWorker
 from tests.entities.catalog import catalog_create
@@ -31,15 +28,6 @@ QUESTIONS = [
     "Tell me about Silver Harbor Studios",
     "What is the airspeed velocity of an unladen swallow?",
 ]
-
-
-@pytest.fixture(autouse=True)
-def clean_state():
-    cache.clear()
-    redis_circuit.reset()
-    yield
-    redis_circuit.reset()
-    cache.clear()
 
 
 def ask_all(client, questions) -> None:

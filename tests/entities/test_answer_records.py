@@ -6,9 +6,7 @@ import json
 import uuid
 from datetime import timedelta
 
-import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
 from entities.models import AnswerRecord, AnswerRecordEntity
@@ -16,20 +14,11 @@ from entities.questions import answer_signal_event_id
 from entities.retrieval import SearchHit
 from entities.services import answer_record_create, answer_records_prune
 from streams.events import event_parse
-from streams.publisher import redis_circuit
 from tests.entities.catalog import catalog_create
 from tests.entities.factories import EntityFactory, UserFactory
 
 URL = "/api/answer"
 QS = settings.STREAM_QUERY_SIGNALS
-
-
-@pytest.fixture(autouse=True)
-def clean_state():
-    cache.clear()
-    redis_circuit.reset()
-    yield
-    cache.clear()
 
 
 def ask(client, question: str, **body):
