@@ -37,6 +37,7 @@ from analytics.selectors import (
 )
 from entities.admin import EntityAdmin
 from entities.models import Entity
+from kernel.replica import replica_reads
 from streams.selectors import streams_info
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,15 @@ def csv_export_urls(*, timeframe: str) -> dict[str, str]:
 
 
 def demand_dashboard(request: HttpRequest) -> HttpResponse:
-    """The dashboard page; `?timeframe=1d|7d|30d` switches the trending and question tables (default 7d)."""
+    """The dashboard page; `?timeframe=1d|7d|30d` switches the trending and question tables (default 7d).
+
+    The reports are read like the API's, inside `replica_reads()`. The admin's own context (the user's
+    permissions) and the stream health (Redis and the outbox) are read from the primary.
+    """
     timeframe = request.GET.get("timeframe", "7d")
     if timeframe not in TIMEFRAMES:
         timeframe = "7d"
     now = timezone.now()
-    series = demand_timeseries(entity_id=None, days=CHART_DAYS, interval="day", now=now)
     try:
         pipeline = streams_info()
         pipeline_error = None
@@ -78,20 +82,24 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         **admin.site.each_context(request),
         "title": "Demand dashboard",
-        "stats": demand_stats(now=now),
-        "top": demand_top(limit=DASHBOARD_ROWS, now=now),
         "timeframes": TIMEFRAMES,
         "timeframe": timeframe,
-        "trending": demand_trending(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
-        "stale": demand_stale(limit=DASHBOARD_ROWS, now=now),
-        "top_questions": questions_top(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
-        "gaps": questions_gaps(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
-        "series": series,
-        "chart": timeseries_chart(series=series, title=f"Queries per day, last {CHART_DAYS} days"),
         "pipeline": pipeline,
         "pipeline_error": pipeline_error,
         "csv_exports": csv_export_urls(timeframe=timeframe),
     }
+    with replica_reads():
+        series = demand_timeseries(entity_id=None, days=CHART_DAYS, interval="day", now=now)
+        context |= {
+            "stats": demand_stats(now=now),
+            "top": demand_top(limit=DASHBOARD_ROWS, now=now),
+            "trending": demand_trending(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
+            "stale": demand_stale(limit=DASHBOARD_ROWS, now=now),
+            "top_questions": questions_top(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
+            "gaps": questions_gaps(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
+            "series": series,
+        }
+    context["chart"] = timeseries_chart(series=series, title=f"Queries per day, last {CHART_DAYS} days")
     return TemplateResponse(request, "analytics/admin/demand_dashboard.html", context)
 
 

@@ -1,4 +1,8 @@
-"""HTTP API of analytics: the demand reports under /api/analytics/demand/ and /api/analytics/status/; thin views."""
+"""HTTP API of analytics: the demand reports under /api/analytics/demand/ and /api/analytics/status/; thin views.
+
+Every report reads inside `replica_reads()` (from the replica when DATABASE_REPLICA_URL is set), entered in
+the handler, after authentication, permissions and throttles have read from the primary.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from entities.selectors import entity_get
 from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
 from kernel.pagination import int_param
 from kernel.permissions import AnalyticsAccess
+from kernel.replica import replica_reads
 from streams.events import timestamp_encode
 
 BIGINT_MAX = 2**63 - 1
@@ -138,6 +143,7 @@ class DemandStatsApi(APIView):
         top_entity_types = EntityTypeSerializer(many=True, help_text="Over entities with demand, by count.")
 
     @extend_schema(summary="Demand totals", responses={200: OutputSerializer, **ERROR_RESPONSES})
+    @replica_reads()
     def get(self, request):
         return Response(self.OutputSerializer(demand_stats()).data)
 
@@ -178,6 +184,7 @@ class DemandTopApi(CsvReportMixin, APIView):
         ],
         responses=csv_report_responses(OutputSerializer),
     )
+    @replica_reads()
     def get(self, request):
         limit, offset = TOP_LIMIT.read(request), TOP_OFFSET.read(request)
         entities = demand_top(
@@ -225,6 +232,7 @@ class DemandTrendingApi(CsvReportMixin, APIView):
         parameters=[TRENDING_TIMEFRAME.openapi(), TRENDING_LIMIT.openapi(), CSV_FORMAT],
         responses=csv_report_responses(OutputSerializer),
     )
+    @replica_reads()
     def get(self, request):
         timeframe, limit = TRENDING_TIMEFRAME.read(request), TRENDING_LIMIT.read(request)
         trending = demand_trending(timeframe=timeframe, limit=limit)
@@ -268,6 +276,7 @@ class DemandStaleApi(CsvReportMixin, APIView):
         parameters=[STALE_LIMIT.openapi(), STALE_MIN_SCORE.openapi(), STALE_DAYS.openapi(), CSV_FORMAT],
         responses=csv_report_responses(OutputSerializer),
     )
+    @replica_reads()
     def get(self, request):
         criteria = {"min_demand_score": STALE_MIN_SCORE.read(request), "days_since_update": STALE_DAYS.read(request)}
         stale = demand_stale(limit=STALE_LIMIT.read(request), **criteria)
@@ -326,6 +335,7 @@ class DemandEntityApi(APIView):
         parameters=[ENTITY_ID],
         responses={200: OutputSerializer, **ERROR_RESPONSES, **NOT_FOUND},
     )
+    @replica_reads()
     def get(self, request, entity_id: str):
         entity = entity_get(entity_id)
         return Response(self.OutputSerializer({"entity": demand_entity(entity=entity)}).data)
@@ -366,6 +376,7 @@ class DemandTimeseriesApi(APIView):
         parameters=[ENTITY_ID, TIMESERIES_DAYS.openapi(), TIMESERIES_INTERVAL.openapi()],
         responses={200: OutputSerializer, **ERROR_RESPONSES, **NOT_FOUND},
     )
+    @replica_reads()
     def get(self, request, entity_id: str):
         entity = entity_get(entity_id)
         days, interval = TIMESERIES_DAYS.read(request), TIMESERIES_INTERVAL.read(request)
@@ -411,6 +422,7 @@ class QuestionsTopApi(CsvReportMixin, APIView):
         parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi(), CSV_FORMAT],
         responses=csv_report_responses(OutputSerializer),
     )
+    @replica_reads()
     def get(self, request):
         timeframe, limit = QUESTIONS_TIMEFRAME.read(request), QUESTIONS_LIMIT.read(request)
         questions = questions_top(timeframe=timeframe, limit=limit)
@@ -446,6 +458,7 @@ class QuestionsGapsApi(CsvReportMixin, APIView):
         parameters=[QUESTIONS_TIMEFRAME.openapi(), QUESTIONS_LIMIT.openapi(), CSV_FORMAT],
         responses=csv_report_responses(OutputSerializer),
     )
+    @replica_reads()
     def get(self, request):
         timeframe, limit = QUESTIONS_TIMEFRAME.read(request), QUESTIONS_LIMIT.read(request)
         questions = questions_gaps(timeframe=timeframe, limit=limit)
@@ -482,5 +495,6 @@ class AnalyticsStatusApi(APIView):
             503: OpenApiResponse(ErrorSerializer, description="Redis or PostgreSQL unreachable (Retry-After)"),
         },
     )
+    @replica_reads()
     def get(self, request):
         return Response(self.OutputSerializer(analytics_status()).data)

@@ -7,6 +7,9 @@ buckets (`demand_windows_sql`) and never rolls them itself.
 Each definition (windows, trending, stale / needs_update, query frequency, growth) is implemented once
 here; the API, the admin, the dashboard and the benchmark call these functions. Every function takes
 `now` (default: the current time) so callers and tests can pin the clock. Results are plain data.
+
+Raw SQL runs on `kernel.replica.read_connection()`, so inside `replica_reads()` (the report views) every
+read of a selector, ORM or raw, goes to the replica when one is configured.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -36,6 +38,7 @@ from analytics.definitions import (
 )
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
+from kernel.replica import read_connection
 from streams.selectors import stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
@@ -317,7 +320,7 @@ def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None)
                 WHERE {trending_sql(current="stored_cur", previous="stored_prev", minimum="%(min)s")})
              + (SELECT count(*) FROM live_open WHERE {trending_sql(current="cur", previous="prev", minimum="%(min)s")})
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES})
         return cursor.fetchone()[0]
 
@@ -358,7 +361,7 @@ def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | N
         ORDER BY best.score DESC, best.cur DESC, e.name
         LIMIT %(limit)s
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES, "limit": limit})
         rows = cursor.fetchall()
     return [
@@ -423,7 +426,7 @@ def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict
         ) AS o
         LEFT JOIN {windows} AS w ON w.entity_id = %(id)s
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, {"id": entity_id, "h0": h0, "min": settings.TRENDING_MIN_QUERIES})
         row = cursor.fetchone()
     windows = {}
@@ -541,7 +544,7 @@ def demand_counters_audit(*, now: datetime | None = None, limit: int | None = No
     counts = EntityDemand.objects.aggregate(
         checked=Count("pk", filter=auditable), skipped=Count("pk", filter=~auditable)
     )
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             """
             SELECT d.entity_id, e.name, d.query_count, d.demand_score, coalesce(t.total, 0) AS bucket_total,
@@ -606,7 +609,7 @@ def _questions(*, timeframe: str, limit: int, now: datetime | None, gaps: bool) 
     now = now or timezone.now()
     since = now - timedelta(hours=TIMEFRAME_HOURS[timeframe])
     sql = _QUESTIONS_SQL.format(gaps=_GAPS_CONDITION if gaps else "")
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, {"since": since, "now": now, "limit": limit})
         columns = [column.name for column in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
@@ -632,7 +635,7 @@ def questions_for_entity(
 ) -> list[dict]:
     """The normalized questions whose answers returned the entity most in the last 30 days, with counts."""
     now = now or timezone.now()
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             """
             SELECT question_normalized, count(*) FROM entities_answerrecordentity

@@ -112,8 +112,8 @@ class EmbeddedPostgres:
             start_new_session=True,
         )
 
-    def initialise(self) -> None:
-        """Create the cluster (once) and the application database."""
+    def _data_dir_prepare(self) -> None:
+        """Create the data folder, owned by the server's user."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = self._run_as()
         if user:
@@ -121,6 +121,10 @@ class EmbeddedPostgres:
             entry = pwd.getpwnam(user)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
             self.data_dir.chmod(0o700)
+
+    def initialise(self) -> None:
+        """Create the cluster (once) and the application database."""
+        self._data_dir_prepare()
         if not (self.data_dir / "PG_VERSION").exists():
             self._pg(
                 "initdb",
@@ -150,6 +154,10 @@ class EmbeddedPostgres:
             "-c max_wal_size=4GB",
             "-c checkpoint_timeout=15min",
             "-c wal_buffers=64MB",
+            # Replication allowed (PostgreSQL's defaults, stated because replica_create depends on them;
+            # initdb's pg_hba.conf already trusts replication connections from 127.0.0.1).
+            "-c wal_level=replica",
+            "-c max_wal_senders=10",
         ]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
@@ -182,6 +190,22 @@ class EmbeddedPostgres:
             timeout=60,
         )
         return result.stdout
+
+    def replica_create(self, data_dir: Path, *, port: int | None = None) -> EmbeddedPostgres:
+        """A streaming replica of this running server in `data_dir` (`pg_basebackup -R`); start() starts it.
+
+        The copy holds the whole cluster, every database included; `-R` writes standby.signal and the
+        connection to this server, so the replica streams its WAL from then on, read-only.
+        """
+        replica = EmbeddedPostgres(data_dir, port=port or free_port(), database=self.database, durable=self.durable)
+        replica._data_dir_prepare()
+        self._pg(
+            "pg_basebackup",
+            *("-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-D", str(data_dir)),
+            # An immediate checkpoint: the default spread one lasts most of checkpoint_timeout (15 min).
+            *("--write-recovery-conf", "--checkpoint=fast", "--wal-method=stream"),
+        )
+        return replica
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (`mode` is pg_ctl's: smart, fast or immediate)."""

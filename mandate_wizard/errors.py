@@ -21,6 +21,8 @@ from django.views import defaults
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from kernel.replica import ReplicaUnavailable
+
 logger = logging.getLogger(__name__)
 
 ADMIN_PATH = "/admin/"
@@ -46,8 +48,11 @@ def dependency_unavailable(exc: BaseException | None) -> str | None:
 
     psycopg's AdminShutdown, refused connections and broken connections all reach Django as OperationalError
     or InterfaceError; Django drops an unusable connection at the end of the request (CONN_HEALTH_CHECKS), so
-    the next request reconnects by itself.
+    the next request reconnects by itself. A report that reads from the replica names the replica (its
+    reads never fall back to the primary: docs/operations.md).
     """
+    if isinstance(exc, ReplicaUnavailable):
+        return "The PostgreSQL replica"
     if isinstance(exc, (OperationalError, InterfaceError)):
         return "PostgreSQL"
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):

@@ -13,6 +13,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from kernel.replica import REPLICA, replica_configured
 from streams.redis import redis_client
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,43 @@ def redis_check() -> str | None:
     return None
 
 
+# How far the replica's replay is behind: 0 when it has replayed everything it received (or is no longer a
+# replica), else the age of the newest transaction it replayed; and the primary's WAL it has not replayed.
+_REPLICA_LAG_SQL = """
+SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float END,
+       CASE WHEN %(primary)s::pg_lsn IS NOT NULL
+            THEN greatest(0, pg_wal_lsn_diff(%(primary)s::pg_lsn, pg_last_wal_replay_lsn()))::bigint END
+"""
+
+
+def replica_check(*, primary_up: bool) -> tuple[str | None, dict]:
+    """(None or why the replica is unreachable, {"reachable", "replay_lag_seconds", "replay_lag_bytes"}).
+
+    Lag seconds are None when the replica has replayed no transaction since it started; lag bytes are None
+    when the primary is down.
+    """
+    report = {"reachable": False, "replay_lag_seconds": None, "replay_lag_bytes": None}
+    primary_lsn = None
+    if primary_up:
+        try:
+            with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+                cursor.execute("SELECT pg_current_wal_lsn()::text")
+                primary_lsn = cursor.fetchone()[0]
+        except Exception:  # the primary just went down: its own check reports it next time; no lag in bytes
+            connections[DEFAULT_DB_ALIAS].close()
+    replica = connections[REPLICA]
+    try:
+        with replica.cursor() as cursor:
+            cursor.execute(_REPLICA_LAG_SQL, {"primary": primary_lsn})
+            seconds, lag_bytes = cursor.fetchone()
+    except Exception as exc:  # any failure means "unreachable"; the reason is reported
+        replica.close()
+        return f"PostgreSQL replica unreachable: {type(exc).__name__}: {str(exc).strip()[:200]}", report
+    report.update(reachable=True, replay_lag_seconds=seconds, replay_lag_bytes=lag_bytes)
+    return None, report
+
+
 def readiness_report() -> dict[str, str]:
     """Each dependency -> "ok" or the reason it is not ready. Migrations are only checked with PostgreSQL up."""
     checks: dict[str, str] = {}
@@ -84,15 +122,24 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: 200 when PostgreSQL and Redis answer and migrations are applied; 503 naming what fails."""
+    """Readiness: 200 when PostgreSQL and Redis answer and migrations are applied; 503 naming what fails.
+
+    With a replica configured the body also reports it (`checks.replica`, `replica`): reachable, replay lag.
+    An unreachable replica does not make the process unready: only the analytics reports need it (they
+    answer 503 meanwhile), and taking the web out of service would stop answers and logins too.
+    """
     checks = readiness_report()
     failing = [name for name, result in checks.items() if result not in ("ok", MIGRATIONS_SKIPPED)]
+    body: dict = {"checks": checks}
+    if replica_configured():
+        reason, body["replica"] = replica_check(primary_up=checks["postgres"] == "ok")
+        checks["replica"] = reason or "ok"
+        if reason:
+            logger.warning("%s", reason)
     if not failing:
-        return JsonResponse({"status": "ready", "checks": checks})
+        return JsonResponse({"status": "ready", **body})
     logger.warning("not ready: %s", "; ".join(checks[name] for name in failing))
-    return JsonResponse(
-        {"error": f"Not ready: {', '.join(failing)} failing.", "failing": failing, "checks": checks}, status=503
-    )
+    return JsonResponse({"error": f"Not ready: {', '.join(failing)} failing.", "failing": failing, **body}, status=503)
 
 
 PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {"/healthz": healthz, "/readyz": readyz}

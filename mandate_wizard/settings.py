@@ -116,6 +116,19 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A streaming replica of DATABASE_URL for the analytics reports (kernel.replica); unset: every read uses the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = {  # the alias kernel.replica.REPLICA
+        **env.db_url_config(DATABASE_REPLICA_URL),
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "CONN_HEALTH_CHECKS": True,
+        # Under the test runner: the test database of `default`, which the replica receives by streaming.
+        "TEST": {"MIRROR": "default"},
+    }
+    # A replica that does not answer fails its reports and /readyz's replica check in 2 s, not in minutes.
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+    DATABASE_ROUTERS = ["kernel.replica.ReplicaRouter"]
 # Retry-After (seconds) on every 503 for an unreachable PostgreSQL or Redis (mandate_wizard.errors).
 SERVICE_RETRY_AFTER_SECONDS = env.int("SERVICE_RETRY_AFTER_SECONDS", default=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
