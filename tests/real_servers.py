@@ -32,6 +32,9 @@ def pytest_load_initial_conftests(early_config, parser, args):
         redis_server.start()
         _started["redis"] = redis_server
         os.environ["REDIS_URL"] = redis_server.url
+    # The suite's tests keep their data in transactions a replica never receives: the reports read the
+    # primary here, and tests/analytics/test_replica.py starts a primary and replica of its own.
+    os.environ.pop("DATABASE_REPLICA_URL", None)
     os.environ.setdefault("STATIC_MANIFEST", "0")
     # The suite speaks plain HTTP to its test client and live servers; tests/test_deploy.py checks the redirect.
     os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
