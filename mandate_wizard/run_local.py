@@ -1,11 +1,14 @@
 """`make run`: the whole system on one machine — services, migrations, demo data, web server and worker.
 
 Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded PostgreSQL and Redis that keep
-their data in `.data/` (git-ignored). Ctrl-C stops every process it started, servers included.
+their data in `.data/` (git-ignored). `--replica` also starts a streaming replica of the embedded
+PostgreSQL, copied afresh into `.data/replica` each time, and points DATABASE_REPLICA_URL at it.
+Ctrl-C stops every process it started, servers included.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -13,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, free_port
+from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, free_port, remove_tree
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / ".data"
@@ -27,10 +30,15 @@ def _spawn(*args: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, cwd=BASE_DIR)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replica", action="store_true", help="Serve the analytics reports from a replica.")
+    replica_wanted = parser.parse_args(argv).replica
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
-    postgres = redis_server = None
+    if replica_wanted and env.get("DATABASE_URL"):
+        parser.error("--replica copies the embedded PostgreSQL; with DATABASE_URL set, set DATABASE_REPLICA_URL.")
+    postgres = redis_server = replica = None
     children: list[subprocess.Popen] = []
     stopping = False
 
@@ -56,6 +64,13 @@ def main() -> int:
         email = env.setdefault("DEMO_USER_EMAIL", "demo@mandatewizard.local")
         env.setdefault("DEMO_USER_PASSWORD", "demo-wizard-password")
         _manage("create_user", email, "--superuser", "--password-env", "DEMO_USER_PASSWORD", env=env)
+        if replica_wanted:
+            # A fresh copy each run: a replica left behind may need WAL the primary has since recycled.
+            remove_tree(DATA_DIR / "replica")
+            replica = postgres.replica_create(DATA_DIR / "replica")
+            replica.start()
+            env["DATABASE_REPLICA_URL"] = replica.url
+            print(f"Replica:    {replica.url} (the analytics reports read it)", flush=True)
 
         port = int(env.get("PORT") or 8000)
         if port == 0:
@@ -85,6 +100,8 @@ def main() -> int:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if replica:
+            replica.stop()
         if redis_server:
             redis_server.stop()
         if postgres:
