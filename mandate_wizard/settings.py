@@ -123,8 +123,6 @@ if DATABASE_REPLICA_URL:
         **env.db_url_config(DATABASE_REPLICA_URL),
         "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
         "CONN_HEALTH_CHECKS": True,
-        # Under the test runner: the test database of `default`, which the replica receives by streaming.
-        "TEST": {"MIRROR": "default"},
     }
     # A replica that does not answer fails its reports and /readyz's replica check in 2 s, not in minutes.
     DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)

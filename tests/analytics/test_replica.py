@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from kernel.replica import REPLICA, ReplicaRouter, read_connection, replica_reads
@@ -263,7 +264,7 @@ def test_the_router_keeps_writes_and_migrations_on_the_primary():
     assert router.db_for_read(object) is None  # outside the scope: Django's default
 
 
-def test_without_a_replica_the_reports_read_the_primary(settings):
+def test_without_a_replica_the_reports_read_the_primary():
     # The suite runs with DATABASE_REPLICA_URL unset (tests/real_servers.py): no alias, no router.
     assert REPLICA not in settings.DATABASES and settings.DATABASE_ROUTERS == []
     with replica_reads() as alias:
