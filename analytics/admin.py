@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 
 import redis
+from django.conf import settings
 from django.contrib import admin
-from django.db.models import BooleanField, ExpressionWrapper
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from analytics.apis import QUESTIONS_LIMIT, STALE_LIMIT, TOP_LIMIT, TRENDING_LIMIT
 from analytics.charts import timeseries_chart
+from analytics.models import AlertDelivery, AlertRule, AlertState
 from analytics.selectors import (
     TIMEFRAMES,
     demand_entity,
@@ -183,3 +185,81 @@ class DemandEntityAdmin(EntityAdmin):
 
 admin.site.unregister(Entity)
 admin.site.register(Entity, DemandEntityAdmin)
+
+
+# -- alerts: the rules (edited here), where each stands, and the delivery log ------------------------------
+
+
+class AlertStateInline(admin.TabularInline):
+    model = AlertState
+    fields = ("entity", "firing", "value", "fired_at", "resolved_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request):
+        # The states worth seeing: firing ones, then the most recently fired.
+        return super().get_queryset(request).select_related("entity").order_by("-firing", "-fired_at")
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "kind",
+        "enabled",
+        "threshold",
+        "age_seconds",
+        "timeframe",
+        "cooldown_seconds",
+        "destination",
+        "firing_count",
+        "last_evaluated_at",
+    )
+    list_filter = ("kind", "enabled")
+    list_editable = ("enabled",)
+    readonly_fields = ("last_evaluated_at",)
+    inlines = [AlertStateInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(firing_count=Count("states", filter=Q(states__firing=True)))
+
+    @admin.display(description="webhook")
+    def destination(self, rule: AlertRule) -> str:
+        return rule.webhook_url or ("ALERT_WEBHOOK_URL" if settings.ALERT_WEBHOOK_URL else "none: nothing is sent")
+
+    @admin.display(description="firing", ordering="firing_count")
+    def firing_count(self, rule: AlertRule) -> int:
+        return rule.firing_count
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log: every alert message, its attempts, the last status code and error. Read-only."""
+
+    list_display = (
+        "created_at",
+        "rule",
+        "state",
+        "entity",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "next_attempt_at",
+        "sent_at",
+    )
+    list_filter = ("status", "state", "rule")
+    list_select_related = ("rule", "entity")
+    search_fields = ("payload__text", "last_error")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -4,6 +4,9 @@ from django.utils import timezone
 from analytics.definitions import hour_floor
 from streams.handlers import BatchHandler, Chore, batch_handler_register, chore_register
 
+ALERT_EVALUATE_SECONDS = 60.0
+ALERT_SEND_SECONDS = 5.0
+
 
 class AnalyticsConfig(AppConfig):
     name = "analytics"
@@ -11,6 +14,7 @@ class AnalyticsConfig(AppConfig):
 
     def ready(self) -> None:
         # analytics.demand imports the models, which load only once the app registry is ready.
+        from analytics.alerts import alert_deliveries_send, alert_rules_evaluate
         from analytics.demand import (
             demand_totals_sync,
             demand_windows_roll,
@@ -32,3 +36,9 @@ class AnalyticsConfig(AppConfig):
         # The totals count stale candidates at STALE_MIN_DEMAND_SCORE; readers count them on their own
         # while the setting differs from the one the totals were built with.
         chore_register(Chore(name="demand_totals_sync", run=demand_totals_sync, interval=60.0))
+        # Alerts: the rules are measured every minute between batches (a few reads); the messages are
+        # POSTed from a thread of their own, so a receiver that hangs never holds up a batch.
+        chore_register(Chore(name="alert_rules_evaluate", run=alert_rules_evaluate, interval=ALERT_EVALUATE_SECONDS))
+        chore_register(
+            Chore(name="alert_deliveries_send", run=alert_deliveries_send, interval=ALERT_SEND_SECONDS, thread=True)
+        )

@@ -34,9 +34,9 @@ from analytics.definitions import (
     window_deltas_sql,
     window_sums_sql,
 )
-from analytics.models import DemandBucket, DemandTotal, DemandWindowState
+from analytics.models import AlertKind, AlertRule, DemandBucket, DemandTotal, DemandWindowState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
-from streams.selectors import stream_waiting, workers_live
+from streams.selectors import dead_letter_length, outbox_backlog, pipeline_streams, stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
 INTERVALS = ("day", "hour")
@@ -322,8 +322,13 @@ def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None)
         return cursor.fetchone()[0]
 
 
-def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
-    """Trending entities by trend_score desc, then current-window queries desc, then name."""
+def demand_trending(
+    *, timeframe: str = "7d", limit: int = 10, now: datetime | None = None, trend_score_above: float | None = None
+) -> list[dict]:
+    """Trending entities by trend_score desc, then current-window queries desc, then name.
+
+    `trend_score_above`: only those whose trend_score is above it (the demand spike alert).
+    """
     h0 = hour_floor(now or timezone.now())
     windows = demand_windows_sql(h0=h0)
     stored_current, stored_previous = f"w.current_{timeframe}", f"w.previous_{timeframe}"
@@ -335,12 +340,13 @@ def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | N
         candidates AS (
             SELECT entity_id, cur, prev FROM live_open
             WHERE {trending_sql(current="cur", previous="prev", minimum="%(min)s")}
+              AND {trend_score_sql(current="cur", previous="prev")} > %(above)s
             UNION ALL
             (
                 SELECT w.entity_id, {stored_current}, {stored_previous}
                 FROM {windows} AS w
                 WHERE {trending_sql(current=stored_current, previous=stored_previous, minimum="%(min)s")}
-                  AND {_NOT_OPEN}
+                  AND w.trend_score_{timeframe} > %(above)s AND {_NOT_OPEN}
                 ORDER BY w.trend_score_{timeframe} DESC, {stored_current} DESC
                 FETCH FIRST %(limit)s ROWS WITH TIES
             )
@@ -359,7 +365,9 @@ def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | N
         LIMIT %(limit)s
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES, "limit": limit})
+        # Without a bound every trending entity qualifies (a trending one is rising: its score is > 0).
+        above = float("-inf") if trend_score_above is None else trend_score_above
+        cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES, "limit": limit, "above": above})
         rows = cursor.fetchall()
     return [
         {
@@ -662,7 +670,8 @@ def analytics_status() -> dict:
     `last_counted_event_at` is the newest `last_queried_at`: the time of the newest question the counters
     include (served by the demand_last_queried_desc index; the inbox's processed_at would need a scan of
     its BRIN-indexed rows and also holds UpdateRequests). Waiting entries are the QuerySignal stream's.
-    `last_alert_evaluation` is None until alerts exist. Reads Redis: a Redis outage raises.
+    `last_alert_evaluation` is when the alert rules were last evaluated (None: never). Reads Redis: a
+    Redis outage raises.
     """
     waiting = stream_waiting(stream=settings.STREAM_QUERY_SIGNALS)
     return {
@@ -672,5 +681,129 @@ def analytics_status() -> dict:
         "entries_pending": waiting["pending"],
         "oldest_waiting_age_seconds": waiting["oldest_waiting_age_seconds"],
         "live_workers": len(workers_live()),
-        "last_alert_evaluation": None,
+        "last_alert_evaluation": AlertRule.objects.aggregate(last=Max("last_evaluated_at"))["last"],
     }
+
+
+# -- alerts -----------------------------------------------------------------------------------------------
+
+# At most this many entities are watched per per-entity rule and evaluation (the most spiking / demanded).
+ALERT_ENTITIES_MAX = 1000
+# The refresh queue's critical tier as issue 14 defines it: demand_score >= 10 and not updated for 30 days.
+# Until analytics.selectors.refresh_queue(critical=True) exists, the critical stale alert reads the stale
+# definition at these bounds (`refresh_critical_entities`), so the switch to the queue is one function.
+CRITICAL_MIN_DEMAND_SCORE = 10
+CRITICAL_DAYS_SINCE_UPDATE = 30
+
+
+@dataclass(frozen=True)
+class AlertObservation:
+    """What a rule measured for one entity (per-entity rules) or as a whole (`entity_id` None).
+
+    `active`: the rule's condition holds. `text` describes the measurement in one line.
+    """
+
+    entity_id: uuid.UUID | None
+    value: float
+    active: bool
+    text: str
+
+
+def refresh_critical_entities(*, now: datetime | None = None, limit: int = ALERT_ENTITIES_MAX) -> list[dict]:
+    """The entities of the refresh queue's critical tier, most demanded first (the stale report's rows)."""
+    return demand_stale(
+        limit=limit,
+        min_demand_score=CRITICAL_MIN_DEMAND_SCORE,
+        days_since_update=CRITICAL_DAYS_SINCE_UPDATE,
+        now=now,
+    )
+
+
+def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
+    return None if moment is None else max(0.0, (now - moment).total_seconds())
+
+
+def _older_than(age: float | None, bound: int | None) -> bool:
+    return age is not None and bound is not None and age > bound
+
+
+def _age_text(age: float | None, bound: int | None) -> str:
+    if age is None:
+        return ""
+    return f", oldest {age:.0f} s" + (f" (limit {bound} s)" if bound is not None else "")
+
+
+def alert_rule_observe(*, rule: AlertRule, now: datetime, baseline: float | None = None) -> list[AlertObservation]:
+    """Measure `rule`'s condition as of `now`.
+
+    Per-entity rules return the entities whose condition holds (any other entity's is clear); the
+    others return one observation. `baseline`: the dead-letter count dead_letters_grew compares with
+    (None: the current count). Pipeline, dead-letter and worker rules read Redis: an outage raises.
+    """
+    kind, threshold = rule.kind, rule.threshold
+    if kind == AlertKind.DEMAND_SPIKE:
+        rows = demand_trending(timeframe=rule.timeframe, limit=ALERT_ENTITIES_MAX, now=now, trend_score_above=threshold)
+        return [
+            AlertObservation(
+                entity_id=row["id"],
+                value=row["trend_score"],
+                active=True,
+                text=f"{row['name']} ({row['entity_type']}): trend score {row['trend_score']:.1f} over"
+                f" {rule.timeframe} (threshold {threshold:g}), {row['current_period_queries']} queries against"
+                f" {row['previous_period_queries']} in the window before",
+            )
+            for row in rows
+        ]
+    if kind == AlertKind.CRITICAL_STALE:
+        return [
+            AlertObservation(
+                entity_id=row["id"],
+                value=row["demand_score"],
+                active=True,
+                text=f"{row['name']} ({row['entity_type']}) is critically stale: demand score"
+                f" {row['demand_score']}, last updated {row['days_since_update']} days ago",
+            )
+            for row in refresh_critical_entities(now=now)
+        ]
+    if kind == AlertKind.PIPELINE_LAG:
+        streams = [stream_waiting(stream=stream) for stream in pipeline_streams()]
+        waiting = sum(stream["waiting"] for stream in streams)
+        ages = [stream["oldest_waiting_age_seconds"] for stream in streams if stream["oldest_waiting_age_seconds"]]
+        age = max(ages) if ages else None
+        return [
+            AlertObservation(
+                entity_id=None,
+                value=waiting,
+                active=waiting > threshold or _older_than(age, rule.age_seconds),
+                text=f"{waiting} stream entries not yet counted (threshold {threshold:g})"
+                + _age_text(age, rule.age_seconds),
+            )
+        ]
+    if kind == AlertKind.DEAD_LETTERS_GREW:
+        length = dead_letter_length()
+        since = length if baseline is None else baseline
+        return [
+            AlertObservation(
+                entity_id=None,
+                value=length,
+                active=length - since > threshold,
+                text=f"{length} dead letters, {length - since:g} more than the {since:g} when last clear"
+                f" (threshold {threshold:g})",
+            )
+        ]
+    if kind == AlertKind.NO_LIVE_WORKER:
+        live = len(workers_live())
+        return [AlertObservation(entity_id=None, value=live, active=live == 0, text=f"{live} live stream workers")]
+    if kind == AlertKind.OUTBOX_BACKLOG:
+        outbox = outbox_backlog()
+        age = _age_seconds(outbox["oldest_created_at"], now)
+        return [
+            AlertObservation(
+                entity_id=None,
+                value=outbox["backlog"],
+                active=outbox["backlog"] > threshold or _older_than(age, rule.age_seconds),
+                text=f"{outbox['backlog']} events waiting in the outbox (threshold {threshold:g})"
+                + _age_text(age, rule.age_seconds),
+            )
+        ]
+    raise ValueError(f"unknown alert kind {kind!r}")

@@ -235,6 +235,15 @@ STALE_MIN_DEMAND_SCORE = env.int("STALE_MIN_DEMAND_SCORE", default=5)
 STALE_DAYS_SINCE_UPDATE = env.int("STALE_DAYS_SINCE_UPDATE", default=30)
 ANALYTICS_STAFF_ONLY = env.bool("ANALYTICS_STAFF_ONLY", default=True)
 
+# Alerts (analytics/alerts.py): the default webhook of every rule (empty: only rules naming their own URL
+# send anything), the per-request timeout, and the retries of a failed delivery (backoff doubles).
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("ALERT_WEBHOOK_URL must be an http:// or https:// URL.")
+ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=5.0)
+ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=5)
+ALERT_DELIVERY_BACKOFF_SECONDS = env.float("ALERT_DELIVERY_BACKOFF_SECONDS", default=30.0)
+
 # Web /metrics: off (404), staff (staff login or "Authorization: Bearer METRICS_TOKEN"), any (public).
 METRICS_ACCESS = env.str("METRICS_ACCESS", default="staff")
 if METRICS_ACCESS not in ("off", "staff", "any"):
