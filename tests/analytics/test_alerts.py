@@ -20,8 +20,8 @@ from analytics.models import AlertDelivery, AlertKind, AlertRule, AlertState
 from analytics.selectors import analytics_status, demand_trending
 from entities.models import Entity, EntityDemand
 from kernel.databases import database_url
-from streams.models import OutboxEvent
 from streams.handlers import chores
+from streams.models import OutboxEvent
 from streams.worker import StreamWorker
 from tests.analytics.webhook_receiver import WebhookReceiver
 from tests.streams.pipeline import command_run, entities_make, signals_make, signals_xadd, worker_drain
