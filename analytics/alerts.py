@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.models import WEBHOOK_SCHEMES, AlertDelivery, AlertRule, AlertState
+from analytics.models import WEBHOOK_SCHEMES, AlertDelivery, AlertEvaluation, AlertRule, AlertState
 from analytics.selectors import AlertObservation, alert_rule_observe
 from entities.models import Entity
 
@@ -187,6 +187,7 @@ def alert_rules_evaluate(*, now: datetime | None = None) -> EvaluationOutcome:
                 continue
             outcome.rules += 1
         AlertRule.objects.filter(enabled=True).exclude(name__in=outcome.unavailable).update(last_evaluated_at=now)
+        AlertEvaluation.objects.update_or_create(pk=1, defaults={"evaluated_at": now})
     if outcome.firing or outcome.resolved or outcome.unavailable:
         logger.info(
             "alerts: %d rules evaluated, %d firing, %d resolved, %d in cooldown, %d without a webhook, unavailable %s",

@@ -296,6 +296,16 @@ class AlertRule(models.Model):
             raise ValidationError(missing)
 
 
+class AlertEvaluation(models.Model):
+    """One row (id 1): when the rules were last evaluated, with or without any rule (the status endpoint)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    evaluated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"alerts evaluated at {self.evaluated_at}"
+
+
 class AlertState(models.Model):
     """Where a rule stands, for one entity (per-entity rules) or as a whole (`entity` null).
 

@@ -34,7 +34,7 @@ from analytics.definitions import (
     window_deltas_sql,
     window_sums_sql,
 )
-from analytics.models import AlertKind, AlertRule, DemandBucket, DemandTotal, DemandWindowState
+from analytics.models import AlertEvaluation, AlertKind, AlertRule, DemandBucket, DemandTotal, DemandWindowState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
 from streams.selectors import dead_letter_length, outbox_backlog, pipeline_streams, stream_waiting, workers_live
 
@@ -681,7 +681,7 @@ def analytics_status() -> dict:
         "entries_pending": waiting["pending"],
         "oldest_waiting_age_seconds": waiting["oldest_waiting_age_seconds"],
         "live_workers": len(workers_live()),
-        "last_alert_evaluation": AlertRule.objects.aggregate(last=Max("last_evaluated_at"))["last"],
+        "last_alert_evaluation": AlertEvaluation.objects.filter(pk=1).values_list("evaluated_at", flat=True).first(),
     }
 
 
