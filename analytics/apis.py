@@ -472,7 +472,9 @@ class AnalyticsStatusApi(APIView):
             allow_null=True, help_text="Age of the oldest waiting entry, on Redis's clock; null when none waits."
         )
         live_workers = serializers.IntegerField(help_text="Workers whose heartbeat has not expired.")
-        last_alert_evaluation = UtcDateTimeField(allow_null=True, help_text="Always null: alerts do not exist yet.")
+        last_alert_evaluation = UtcDateTimeField(
+            allow_null=True, help_text="When the alert rules were last evaluated (worker or check_alerts); null: never."
+        )
 
     @extend_schema(
         summary="Analytics freshness",
