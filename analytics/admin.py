@@ -15,6 +15,7 @@ import logging
 import redis
 from django.conf import settings
 from django.contrib import admin
+from django.db import models
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -224,6 +225,8 @@ class AlertRuleAdmin(admin.ModelAdmin):
     list_editable = ("enabled",)
     readonly_fields = ("last_evaluated_at",)
     inlines = [AlertStateInline]
+    # A URL typed without a scheme is taken as https (Django 6's default; 5.2 warns without it).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(firing_count=Count("states", filter=Q(states__firing=True)))

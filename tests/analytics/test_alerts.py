@@ -342,3 +342,21 @@ def test_analytics_registers_evaluation_in_housekeeping_and_sending_in_a_thread(
     assert (registered["alert_rules_evaluate"].interval, registered["alert_rules_evaluate"].thread) == (60.0, False)
     assert registered["alert_deliveries_send"].run is alert_deliveries_send
     assert registered["alert_deliveries_send"].thread is True
+
+
+def test_the_admin_edits_rules_and_shows_states_and_the_delivery_log(rules, receiver, admin_client):
+    rule = rules(AlertKind.NO_LIVE_WORKER)
+    receiver.statuses.append(500)
+    alerts_check()
+    page = admin_client.get("/admin/analytics/alertrule/")
+    assert page.status_code == 200 and b"no live worker" in page.content
+    change = admin_client.get(f"/admin/analytics/alertrule/{rule.pk}/change/")
+    assert change.status_code == 200 and b"firing" in change.content
+    log = admin_client.get("/admin/analytics/alertdelivery/")
+    assert log.status_code == 200 and b"HTTP 500" in log.content
+    refused = admin_client.post(
+        "/admin/analytics/alertrule/add/",
+        {"name": "bad", "kind": AlertKind.DEMAND_SPIKE, "cooldown_seconds": 60, "webhook_url": "file:///etc/passwd"},
+    )
+    assert refused.status_code == 200 and not AlertRule.objects.filter(name="bad").exists()
+    assert b"Enter a valid URL" in refused.content and b"This kind of rule needs it" in refused.content
