@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.models import WEBHOOK_SCHEMES, AlertDelivery, AlertEvaluation, AlertRule, AlertState
+from analytics.models import WEBHOOK_SCHEMES, AlertDelivery, AlertEvaluation, AlertKind, AlertRule, AlertState
 from analytics.selectors import AlertObservation, alert_rule_observe
 from entities.models import Entity
 
@@ -61,7 +61,9 @@ class SendOutcome:
     failed: int = 0
 
 
-def alert_payload(*, rule: AlertRule, state: str, text: str, entity: Entity | None, value: float | None, now: datetime):
+def alert_payload(
+    *, rule: AlertRule, state: str, text: str, entity: Entity | None, value: float | None, now: datetime
+) -> dict:
     """The JSON body of an alert: `text` alone makes it a Slack incoming-webhook message."""
     payload = {
         "rule": rule.name,
@@ -100,29 +102,45 @@ def _delivery_add(
         outcome.resolved += 1
 
 
+_ENTITY_FIELDS = ("id", "name", "entity_type")
+_STATE_FIELDS = (
+    "id",
+    "rule_id",
+    "firing",
+    "value",
+    "baseline",
+    "fired_at",
+    "resolved_at",
+    *(f"entity__{name}" for name in _ENTITY_FIELDS),
+)
+
+
 def _rule_evaluate(*, rule: AlertRule, now: datetime, outcome: EvaluationOutcome) -> None:
-    states = {state.entity_id: state for state in rule.states.select_related("entity")}
+    # Only what the messages name: an entity's data and text are large.
+    states = {state.entity_id: state for state in rule.states.select_related("entity").only(*_STATE_FIELDS)}
     whole = states.get(None)
     observations: list[AlertObservation] = alert_rule_observe(
         rule=rule, now=now, baseline=whole.baseline if whole else None
     )
     observed = {observation.entity_id: observation for observation in observations}
-    entities = Entity.objects.in_bulk([key for key in observed if key is not None])
+    entities = Entity.objects.only(*_ENTITY_FIELDS).in_bulk([key for key in observed if key is not None])
     cooldown = timedelta(seconds=rule.cooldown_seconds)
     for key, observation in observed.items():
         entity = entities.get(key) if key is not None else None
         if key is not None and entity is None:
             continue  # deleted since it was measured
         state = states.get(key) or AlertState(rule=rule, entity=entity)
-        state.value = observation.value
-        if not state.firing:
-            # dead_letters_grew counts from the last count seen while clear.
-            state.baseline = state.baseline if observation.active else observation.value
+        # Written only when something moved: most evaluations change nothing and write nothing.
+        changed = state.pk is None
+        # dead_letters_grew counts from the last count seen while clear.
+        clear = not state.firing and not observation.active
+        if rule.kind == AlertKind.DEAD_LETTERS_GREW and clear and state.baseline != observation.value:
+            state.baseline, changed = observation.value, True
         if observation.active and not state.firing:
             if state.fired_at is not None and now - state.fired_at < cooldown:
                 outcome.suppressed += 1
             else:
-                state.firing, state.fired_at = True, now
+                state.firing, state.fired_at, state.value, changed = True, now, observation.value, True
                 _delivery_add(
                     rule=rule,
                     state=AlertDelivery.State.FIRING,
@@ -133,7 +151,7 @@ def _rule_evaluate(*, rule: AlertRule, now: datetime, outcome: EvaluationOutcome
                     outcome=outcome,
                 )
         elif not observation.active and state.firing:
-            state.firing, state.resolved_at = False, now
+            state.firing, state.resolved_at, state.value, changed = False, now, observation.value, True
             _delivery_add(
                 rule=rule,
                 state=AlertDelivery.State.RESOLVED,
@@ -143,7 +161,8 @@ def _rule_evaluate(*, rule: AlertRule, now: datetime, outcome: EvaluationOutcome
                 now=now,
                 outcome=outcome,
             )
-        state.save()
+        if changed:
+            state.save()
     # A per-entity rule observes only the entities whose condition holds: every other firing one cleared.
     for key, state in states.items():
         if key is None or key in observed or not state.firing:

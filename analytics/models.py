@@ -310,7 +310,8 @@ class AlertState(models.Model):
     """Where a rule stands, for one entity (per-entity rules) or as a whole (`entity` null).
 
     `firing` until the condition clears; `fired_at` is the last firing sent (the cooldown counts from
-    it); `value` the last measured value; `baseline` what dead_letters_grew compares with.
+    it); `value` the value measured when it last fired or resolved; `baseline` what dead_letters_grew
+    compares with (the count when last seen clear).
     """
 
     rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="states")
