@@ -261,9 +261,10 @@ def alert_delivery_backoff(attempts: int) -> timedelta:
     return timedelta(seconds=settings.ALERT_DELIVERY_BACKOFF_SECONDS * 2 ** (attempts - 1))
 
 
-def _deliveries_take(*, now: datetime, lease: timedelta) -> list[AlertDelivery]:
+def _deliveries_take(*, now: datetime, timeout: float) -> list[AlertDelivery]:
     """Claim the due deliveries: each rule/entity's oldest pending one only (firing before resolved), and
-    push their next attempt past the lease so that a concurrent sender does not take them too."""
+    push their next attempt past a lease long enough to try them all one after the other, so that a
+    concurrent sender does not take them too."""
     with transaction.atomic():
         pending = list(
             AlertDelivery.objects.select_for_update(skip_locked=True)
@@ -278,6 +279,7 @@ def _deliveries_take(*, now: datetime, lease: timedelta) -> list[AlertDelivery]:
             seen.add(key)
             if delivery.next_attempt_at <= now and len(due) < SEND_BATCH:
                 due.append(delivery)
+        lease = timedelta(seconds=len(due) * 2 * timeout + 30)
         AlertDelivery.objects.filter(pk__in=[delivery.pk for delivery in due]).update(next_attempt_at=now + lease)
     return due
 
@@ -291,7 +293,7 @@ def alert_deliveries_send(*, now: datetime | None = None, timeout: float | None 
     now = now or timezone.now()
     timeout = settings.ALERT_WEBHOOK_TIMEOUT if timeout is None else timeout
     outcome = SendOutcome()
-    for delivery in _deliveries_take(now=now, lease=timedelta(seconds=2 * timeout + 30)):
+    for delivery in _deliveries_take(now=now, timeout=timeout):
         status_code, error = webhook_post(url=delivery.url, payload=delivery.payload, timeout=timeout)
         attempts = delivery.attempts + 1
         update = {
