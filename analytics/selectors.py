@@ -1,4 +1,5 @@
-"""Reads of demand: stats, top, trending, stale, one entity's demand and its timeseries. They only read.
+"""Reads of demand: stats, top, trending, stale, the refresh queue and its lifecycle, one entity's demand and its
+timeseries. They only read.
 
 The stored windows are relative to the hour the worker last rolled them to; a reader whose hour differs
 (the worker stopped, an hour just closed, a pinned `now`) computes the difference on the fly from the
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
@@ -27,7 +28,9 @@ from analytics.definitions import (
     TIMEFRAME_HOURS,
     WINDOW_COLUMNS,
     WINDOW_SPAN_HOURS,
+    RefreshPriority,
     hour_floor,
+    refresh_priority,
     stale_criteria,
     trend_score_sql,
     trending_sql,
@@ -36,6 +39,7 @@ from analytics.definitions import (
 )
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
+from kernel.iterables import batched
 from streams.selectors import stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
@@ -401,6 +405,112 @@ def demand_stale(
         {**row, "last_updated_at": row["updated_at"], "days_since_update": (now - row.pop("updated_at")).days}
         for row in rows
     ]
+
+
+def refresh_requests_open(*, definition: RefreshPriority, now: datetime) -> QuerySet[RefreshRequest]:
+    """The open refresh requests that mark their entity as requested: done_at null, made within requested_hours."""
+    return RefreshRequest.objects.filter(done_at__isnull=True, requested_at__gte=definition.requested_since(now))
+
+
+# Scored in one statement: the stale entities (the ORM's `demand_stale_condition`, compiled), their live
+# windows (stored + open hour), the priority and the tier; then the page, with the total over the queue.
+_REFRESH_QUEUE_SQL = """
+WITH candidates AS ({candidates}),
+scored AS (
+    SELECT c.id, c.name, c.entity_type, c.updated_at, c.demand_score, {recent} AS recent, {trend} AS trend,
+           extract(epoch FROM (%s::timestamptz - c.updated_at)) / 86400.0 AS age_days
+    FROM candidates AS c(id, name, entity_type, updated_at, demand_score)
+    LEFT JOIN {windows} AS w ON w.entity_id = c.id
+    LEFT JOIN analytics_demandbucket AS o ON o.entity_id = c.id AND o.hour = %s
+),
+ranked AS (
+    SELECT scored.*, {priority} AS priority, {critical} AS critical FROM scored
+)
+SELECT id, name, entity_type, updated_at, demand_score, recent, trend, age_days, priority, critical,
+       count(*) OVER () AS total
+FROM ranked
+{where}
+ORDER BY critical DESC, priority DESC, demand_score DESC, name, id
+LIMIT %s
+"""
+
+
+def refresh_queue(
+    *,
+    limit: int | None = 50,
+    entity_type: str | None = None,
+    critical: bool | None = None,
+    min_demand_score: int | None = None,
+    days_since_update: int | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """The refresh queue: stale entities by the priority of `analytics.definitions.RefreshPriority`.
+
+    `critical` True/False keeps only the critical tier or only the rest; `limit` None gives the whole
+    queue (request_stale_updates). Returns {"entities", "total" (the whole queue with these filters),
+    "limit", "definition" (the weights and thresholds in force)}.
+    """
+    now = now or timezone.now()
+    definition = refresh_priority(min_demand_score=min_demand_score, days_since_update=days_since_update)
+    stale = demand_stale_condition(
+        now=now,
+        min_demand_score=definition.stale_min_demand_score,
+        days_since_update=definition.stale_days_since_update,
+    )
+    candidates = Entity.objects.filter(stale)
+    if entity_type is not None:
+        candidates = candidates.filter(entity_type=entity_type)
+    candidates_sql, candidates_params = (
+        candidates.order_by().values_list("id", "name", "entity_type", "updated_at", "demand__demand_score")
+    ).query.sql_with_params()
+    h0 = hour_floor(now)
+    recent, _previous = _live_window_sql(definition.demand_timeframe)
+    trend_current, trend_previous = _live_window_sql(definition.trend_timeframe)
+    sql = _REFRESH_QUEUE_SQL.format(
+        candidates=candidates_sql,
+        recent=recent,
+        trend=trend_score_sql(current=trend_current, previous=trend_previous),
+        windows=demand_windows_sql(h0=h0),
+        priority=definition.priority_sql(recent="recent", age_days="age_days", trend="trend"),
+        critical=definition.critical_sql(recent="recent", age_days="age_days"),
+        where="" if critical is None else "WHERE critical = %s",
+    )
+    params = [*candidates_params, now, h0, *([] if critical is None else [critical]), limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    requested: dict[uuid.UUID, datetime] = {}
+    open_requests = refresh_requests_open(definition=definition, now=now)
+    for ids in batched([row[0] for row in rows], 10_000):
+        requested.update(
+            open_requests.filter(entity_id__in=ids)
+            .values("entity_id")
+            .annotate(latest=Max("requested_at"))
+            .values_list("entity_id", "latest")
+        )
+    entities = [
+        {
+            "id": entity_id,
+            "name": name,
+            "entity_type": kind,
+            "priority": priority,
+            "critical": is_critical,
+            "demand_score": demand_score,
+            "recent_demand": recent_queries,
+            "days_since_update": int(age_days),
+            "trend_score": trend,
+            "last_updated_at": updated_at,
+            "refresh_requested_at": requested.get(entity_id),
+        }
+        for (entity_id, name, kind, updated_at, demand_score, recent_queries, trend, age_days, priority, is_critical,
+             _total) in rows
+    ]  # fmt: skip
+    return {
+        "entities": entities,
+        "total": rows[0][-1] if rows else 0,
+        "limit": limit,
+        "definition": definition.as_dict(),
+    }
 
 
 def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict[str, dict]:
