@@ -272,6 +272,16 @@ class AnswerRecord(models.Model):
         return [uuid.UUID(item["id"]) for item in self.entities]
 
 
+# Every writer of answer rows (the answer path, the demo's past answers, the benchmark) gets the content
+# time from here, in one place: the entity's updated_at when it is not after the answer.
+_ANSWER_ENTITY_CONTENT_TIME = """
+    IF NEW.entity_updated_at IS NULL THEN
+        SELECT e.updated_at INTO NEW.entity_updated_at FROM entities_entity AS e
+        WHERE e.id = NEW.entity_id AND e.updated_at <= NEW.asked_at;
+    END IF;
+    RETURN NEW;"""
+
+
 class AnswerRecordEntity(models.Model):
     """One entity an answer returned, with the answer's time and normalized question copied in.
 
@@ -287,11 +297,23 @@ class AnswerRecordEntity(models.Model):
     question_normalized = models.TextField()
     role = models.CharField(max_length=16)
     rank = models.PositiveSmallIntegerField()
+    # The entity's updated_at as the answer served it (set by the database as the row is written), for
+    # the stale-answer rate; null when unknown (a past answer recorded after the entity changed).
+    entity_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["entity_id", "asked_at"], include=["question_normalized"], name="answer_entity_asked"),
             models.Index(fields=["asked_at"], name="answer_entity_asked_at"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="answer_entity_content_time",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                func=_ANSWER_ENTITY_CONTENT_TIME,
+            ),
         ]
 
     def __str__(self) -> str:

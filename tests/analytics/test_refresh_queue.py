@@ -67,7 +67,7 @@ def queue_data():
     return entities
 
 
-def expected_rows() -> list[dict]:
+def expected_rows(entities: dict) -> list[dict]:
     rows = []
     for name, (age, buckets, extra, kind) in QUEUE_DATA.items():
         score = extra + sum(count for _ago, count in buckets)
@@ -76,6 +76,7 @@ def expected_rows() -> list[dict]:
         recent = _window(buckets, 0, 719)
         rows.append(
             {
+                "id": entities[name].pk,
                 "name": name,
                 "entity_type": kind,
                 "priority": expected_priority(
@@ -90,12 +91,12 @@ def expected_rows() -> list[dict]:
                 "days_since_update": math.floor(age),
             }
         )
-    return sorted(rows, key=lambda row: (not row["critical"], -row["priority"], -row["demand_score"], row["name"]))
+    return sorted(rows, key=lambda row: (not row["critical"], -row["priority"], -row["demand_score"], row["id"]))
 
 
 def test_queue_order_follows_the_written_definition(queue_data):
     queue = refresh_queue(limit=None, now=NOW)
-    expected = expected_rows()
+    expected = expected_rows(queue_data)
     assert [row["name"] for row in queue["entities"]] == [row["name"] for row in expected]
     assert [row["name"] for row in expected][:2] == ["hot", "fresh_critical"]  # the data exercises the tier
     for got, want in zip(queue["entities"], expected, strict=True):
@@ -113,7 +114,7 @@ def test_critical_filter_limit_and_type(queue_data):
     assert [row["name"] for row in critical["entities"]] == ["hot", "fresh_critical"]
     assert critical["total"] == 2
     rest = refresh_queue(critical=False, limit=2, now=NOW)
-    assert [row["name"] for row in rest["entities"]] == [row["name"] for row in expected_rows()][2:4]
+    assert [row["name"] for row in rest["entities"]] == [row["name"] for row in expected_rows(queue_data)][2:4]
     assert rest["total"] == 3 and rest["limit"] == 2
     people = refresh_queue(entity_type="person", now=NOW)
     assert {row["name"] for row in people["entities"]} == {"hot", "fresh_critical", "faded"}
