@@ -1,5 +1,5 @@
-"""The demand admin: the "Demand dashboard" (stats, top, trending, stale, questions, gaps, 30 days of queries,
-stream health), and demand in the entity store's admin.
+"""The demand admin: the "Demand dashboard" (stats, top, trending, stale, questions, gaps, the refresh lifecycle,
+30 days of queries, stream health), the "Refresh queue" page, and demand in the entity store's admin.
 
 The dashboard shows stats, top, trending, stale (each with a CSV link), 30 days of queries and stream
 health; it is linked from the admin index (`index_template`) and routed in mandate_wizard/urls.py. `DemandEntityAdmin`
@@ -11,21 +11,24 @@ streams.selectors, the same functions the API uses; nothing here re-derives them
 from __future__ import annotations
 
 import logging
+import uuid
 
 import redis
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from analytics.apis import QUESTIONS_LIMIT, STALE_LIMIT, TOP_LIMIT, TRENDING_LIMIT
+from analytics.apis import QUESTIONS_LIMIT, REFRESH_QUEUE_LIMIT, STALE_LIMIT, TOP_LIMIT, TRENDING_LIMIT
 from analytics.charts import timeseries_chart
 from analytics.models import AlertDelivery, AlertRule, AlertState
 from analytics.selectors import (
+    ENTITY_TYPES,
     TIMEFRAMES,
     demand_entity,
     demand_stale,
@@ -37,7 +40,10 @@ from analytics.selectors import (
     demand_trending_condition,
     questions_gaps,
     questions_top,
+    refresh_queue,
+    refresh_stats,
 )
+from analytics.services import refresh_requests_publish
 from entities.admin import EntityAdmin
 from entities.models import Entity
 from streams.selectors import streams_info
@@ -58,6 +64,7 @@ def csv_export_urls(*, timeframe: str) -> dict[str, str]:
         "trending": f"{reverse('analytics-demand-trending')}?format=csv&timeframe={timeframe}"
         f"&limit={TRENDING_LIMIT.maximum}",
         "stale": f"{reverse('analytics-demand-stale')}?format=csv&limit={STALE_LIMIT.maximum}",
+        "refresh_queue": f"{reverse('analytics-demand-refresh-queue')}?format=csv&limit={REFRESH_QUEUE_LIMIT.maximum}",
         "questions_top": f"{reverse('analytics-questions-top')}?format=csv&timeframe={timeframe}"
         f"&limit={QUESTIONS_LIMIT.maximum}",
         "questions_gaps": f"{reverse('analytics-questions-gaps')}?format=csv&timeframe={timeframe}"
@@ -87,6 +94,7 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
         "timeframe": timeframe,
         "trending": demand_trending(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
         "stale": demand_stale(limit=DASHBOARD_ROWS, now=now),
+        "refresh": _hours(refresh_stats(timeframe=timeframe, now=now)),
         "top_questions": questions_top(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
         "gaps": questions_gaps(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
         "series": series,
@@ -99,6 +107,74 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
 
 
 demand_dashboard_view = admin.site.admin_view(demand_dashboard)
+
+
+def _hours(stats: dict) -> dict:
+    """The refresh stats with the times to refresh in hours too, for display."""
+    for name in ("median", "p90"):
+        seconds = stats[f"time_to_refresh_{name}_seconds"]
+        stats[f"time_to_refresh_{name}_hours"] = None if seconds is None else seconds / 3600
+    return stats
+
+
+REFRESH_QUEUE_ROWS = 100
+
+
+def refresh_queue_page(request: HttpRequest) -> HttpResponse:
+    """The refresh queue (`?entity_type=`, `?critical=true|false`), with a bulk "request refresh" (POST).
+
+    Requesting goes through `refresh_requests_publish`, so entities requested already are skipped; it
+    needs the `entities.request_entity_update` permission, as the entity list's action does.
+    """
+    entity_type = request.GET.get("entity_type") or None
+    if entity_type not in (None, *ENTITY_TYPES):
+        entity_type = None
+    critical = {"true": True, "false": False}.get(request.GET.get("critical", ""))
+    if request.method == "POST":
+        if not request.user.has_perm("entities.request_entity_update"):
+            raise PermissionDenied
+        _queue_request_refresh(request)
+        return HttpResponseRedirect(request.get_full_path())
+    queue = refresh_queue(limit=REFRESH_QUEUE_ROWS, entity_type=entity_type, critical=critical)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Refresh queue",
+        "queue": queue,
+        "entity_types": ENTITY_TYPES,
+        "entity_type": entity_type,
+        "critical": request.GET.get("critical", ""),
+        "can_request": request.user.has_perm("entities.request_entity_update"),
+        "csv_url": f"{reverse('analytics-demand-refresh-queue')}?format=csv&limit={REFRESH_QUEUE_LIMIT.maximum}",
+    }
+    return TemplateResponse(request, "analytics/admin/refresh_queue.html", context)
+
+
+def _queue_request_refresh(request: HttpRequest) -> None:
+    try:
+        entity_ids = [uuid.UUID(raw) for raw in request.POST.getlist("entity_id")]
+    except ValueError:
+        messages.error(request, "The selection holds an id that is not an entity id; nothing was requested.")
+        return
+    if not entity_ids:
+        messages.warning(request, "Select the entities to request a refresh of.")
+        return
+    try:
+        outcome = refresh_requests_publish(entity_ids=entity_ids, source=f"admin:{request.user.get_username()}")
+    except redis.RedisError as error:
+        logger.warning("refresh queue: request refresh failed: %s", error)
+        messages.error(request, f"Nothing was requested: Redis is unreachable ({type(error).__name__}).")
+        return
+    if outcome.lost:
+        messages.error(request, "Nothing more was requested: neither Redis nor the outbox accepted the request.")
+    via = f" ({outcome.outboxed} held in the outbox until Redis is back)" if outcome.outboxed else ""
+    messages.success(
+        request,
+        f"Requested a refresh of {len(outcome.requested)} entities{via}; {outcome.skipped_recent} skipped "
+        "(requested already).",
+    )
+
+
+refresh_queue_view = admin.site.admin_view(refresh_queue_page)
 
 
 class NeedsUpdateFilter(admin.SimpleListFilter):

@@ -1,4 +1,5 @@
-"""Reads of demand: stats, top, trending, stale, one entity's demand and its timeseries. They only read.
+"""Reads of demand: stats, top, trending, stale, the refresh queue and its lifecycle, one entity's demand and its
+timeseries. They only read.
 
 The stored windows are relative to the hour the worker last rolled them to; a reader whose hour differs
 (the worker stopped, an hour just closed, a pinned `now`) computes the difference on the fly from the
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
@@ -27,7 +28,9 @@ from analytics.definitions import (
     TIMEFRAME_HOURS,
     WINDOW_COLUMNS,
     WINDOW_SPAN_HOURS,
+    RefreshPriority,
     hour_floor,
+    refresh_priority,
     stale_criteria,
     trend_score_sql,
     trending_sql,
@@ -36,6 +39,8 @@ from analytics.definitions import (
 )
 from analytics.models import AlertEvaluation, AlertKind, AlertRule, DemandBucket, DemandTotal, DemandWindowState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
+from kernel.iterables import batched
+from streams.events import ROLE_SUBJECT
 from streams.selectors import dead_letter_length, outbox_backlog, pipeline_streams, stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
@@ -411,6 +416,168 @@ def demand_stale(
     ]
 
 
+def refresh_requests_open(*, definition: RefreshPriority, now: datetime) -> QuerySet[RefreshRequest]:
+    """The open refresh requests that mark their entity as requested: done_at null, made within requested_hours."""
+    return RefreshRequest.objects.filter(done_at__isnull=True, requested_at__gte=definition.requested_since(now))
+
+
+# Scored in one statement: the stale entities (the ORM's `demand_stale_condition`, compiled; only narrow
+# columns, so the wide entity rows are read for the page alone), their live windows (stored + open hour),
+# priority and tier, materialized once for the total and the page. All arithmetic is float8 and the page
+# is a top-N sort on (critical, priority, demand_score, id): measured at 100,000 entities, numeric
+# arithmetic and a full sort (which a name tie-break needs) made it several times slower.
+_REFRESH_QUEUE_SQL = """
+WITH candidates AS ({candidates}),
+scored AS (
+    SELECT c.id, c.demand_score, {recent} AS recent, {trend} AS trend,
+           date_part('epoch', %s::timestamptz - c.updated_at) / 86400.0::float8 AS age_days
+    FROM candidates AS c(id, updated_at, demand_score)
+    LEFT JOIN {windows} AS w ON w.entity_id = c.id
+    LEFT JOIN analytics_demandbucket AS o ON o.entity_id = c.id AND o.hour = %s
+),
+ranked AS MATERIALIZED (
+    SELECT * FROM (SELECT scored.*, {priority} AS priority, {critical} AS critical FROM scored) AS r {where}
+),
+page AS (
+    SELECT * FROM ranked ORDER BY critical DESC, priority DESC, demand_score DESC, id LIMIT %s
+)
+SELECT p.id, e.name, e.entity_type, e.updated_at, p.demand_score, p.recent, p.trend, p.age_days, p.priority,
+       p.critical, (SELECT count(*) FROM ranked) AS total
+FROM page AS p JOIN entities_entity AS e ON e.id = p.id
+ORDER BY p.critical DESC, p.priority DESC, p.demand_score DESC, p.id
+"""
+
+
+def refresh_queue(
+    *,
+    limit: int | None = 50,
+    entity_type: str | None = None,
+    critical: bool | None = None,
+    min_demand_score: int | None = None,
+    days_since_update: int | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """The refresh queue: stale entities by the priority of `analytics.definitions.RefreshPriority`.
+
+    `critical` True/False keeps only the critical tier or only the rest; `limit` None gives the whole
+    queue (request_stale_updates). Returns {"entities", "total" (the whole queue with these filters),
+    "limit", "definition" (the weights and thresholds in force)}.
+    """
+    now = now or timezone.now()
+    definition = refresh_priority(min_demand_score=min_demand_score, days_since_update=days_since_update)
+    stale = demand_stale_condition(
+        now=now,
+        min_demand_score=definition.stale_min_demand_score,
+        days_since_update=definition.stale_days_since_update,
+    )
+    candidates = Entity.objects.filter(stale)
+    if entity_type is not None:
+        # The demand row's copy of the type: the candidates then need only narrow columns.
+        candidates = candidates.filter(demand__entity_type=entity_type)
+    candidates_sql, candidates_params = (
+        candidates.order_by().values_list("id", "updated_at", "demand__demand_score")
+    ).query.sql_with_params()
+    h0 = hour_floor(now)
+    recent, _previous = _live_window_sql(definition.demand_timeframe)
+    trend_current, trend_previous = _live_window_sql(definition.trend_timeframe)
+    sql = _REFRESH_QUEUE_SQL.format(
+        candidates=candidates_sql,
+        recent=recent,
+        trend=trend_score_sql(current=trend_current, previous=trend_previous),
+        windows=demand_windows_sql(h0=h0),
+        priority=definition.priority_sql(recent="recent", age_days="age_days", trend="trend"),
+        critical=definition.critical_sql(recent="recent", age_days="age_days"),
+        where="" if critical is None else "WHERE critical = %s",
+    )
+    params = [*candidates_params, now, h0, *([] if critical is None else [critical]), limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    requested: dict[uuid.UUID, datetime] = {}
+    open_requests = refresh_requests_open(definition=definition, now=now)
+    for ids in batched([row[0] for row in rows], 10_000):
+        requested.update(
+            open_requests.filter(entity_id__in=ids)
+            .values("entity_id")
+            .annotate(latest=Max("requested_at"))
+            .values_list("entity_id", "latest")
+        )
+    entities = [
+        {
+            "id": entity_id,
+            "name": name,
+            "entity_type": kind,
+            "priority": priority,
+            "critical": is_critical,
+            "demand_score": demand_score,
+            "recent_demand": recent_queries,
+            "days_since_update": int(age_days),
+            "trend_score": trend,
+            "last_updated_at": updated_at,
+            "refresh_requested_at": requested.get(entity_id),
+        }
+        for (entity_id, name, kind, updated_at, demand_score, recent_queries, trend, age_days, priority, is_critical,
+             _total) in rows
+    ]  # fmt: skip
+    return {
+        "entities": entities,
+        "total": rows[0][-1] if rows else 0,
+        "limit": limit,
+        "definition": definition.as_dict(),
+    }
+
+
+# Time to refresh of the requests done in [since, now], in seconds: count, median and p90 (percentile_cont,
+# linear interpolation), served by the partial index of done requests.
+_REFRESH_DONE_SQL = """
+SELECT count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM (done_at - requested_at))),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM (done_at - requested_at)))
+FROM entities_refreshrequest
+WHERE done_at IS NOT NULL AND done_at >= %(since)s AND done_at <= %(now)s
+"""
+# The stale-answer rate's counts over the answers asked in [since, now]: all of them, and those that
+# returned a subject entity whose content, as the answer served it, was older than the stale threshold
+# (entity_updated_at < asked_at - days; rows whose content time is unknown count as not stale).
+_STALE_ANSWERS_SQL = """
+SELECT (SELECT count(*) FROM entities_answerrecord WHERE asked_at >= %(since)s AND asked_at <= %(now)s),
+       (SELECT count(DISTINCT answer_id) FROM entities_answerrecordentity
+        WHERE asked_at >= %(since)s AND asked_at <= %(now)s AND role = %(subject)s
+          AND entity_updated_at < asked_at - %(days)s * interval '1 day')
+"""
+
+
+def refresh_stats(*, timeframe: str = "7d", now: datetime | None = None) -> dict:
+    """The refresh lifecycle over the timeframe: open requests, requests done and their time to refresh, and
+    the stale-answer rate (the share of answers that served a stale subject entity)."""
+    if timeframe not in TIMEFRAME_HOURS:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    now = now or timezone.now()
+    since = now - timedelta(hours=TIMEFRAME_HOURS[timeframe])
+    definition = refresh_priority()
+    _score, days = stale_criteria()
+    open_requests = RefreshRequest.objects.filter(done_at__isnull=True).aggregate(
+        open=Count("pk"), overdue=Count("pk", filter=Q(requested_at__lt=definition.requested_since(now)))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_REFRESH_DONE_SQL, {"since": since, "now": now})
+        done, median, p90 = cursor.fetchone()
+        cursor.execute(_STALE_ANSWERS_SQL, {"since": since, "now": now, "subject": ROLE_SUBJECT, "days": days})
+        answers, stale_answers = cursor.fetchone()
+    return {
+        "timeframe": timeframe,
+        "open": open_requests["open"],
+        "open_overdue": open_requests["overdue"],
+        "done": done,
+        "time_to_refresh_median_seconds": median,
+        "time_to_refresh_p90_seconds": p90,
+        "answers": answers,
+        "stale_answers": stale_answers,
+        "stale_answer_rate": stale_answers / answers if answers else None,
+        "stale_days_since_update": days,
+    }
+
+
 def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict[str, dict]:
     """One entity's current and previous window counts, growth, trend_score and trending flag per timeframe."""
     h0 = hour_floor(now or timezone.now())
@@ -687,13 +854,9 @@ def analytics_status() -> dict:
 
 # -- alerts -----------------------------------------------------------------------------------------------
 
-# At most this many entities are watched per per-entity rule and evaluation (the most spiking / demanded).
+# At most this many entities are watched per per-entity rule and evaluation (the most spiking / the
+# refresh queue's first critical ones).
 ALERT_ENTITIES_MAX = 1000
-# The refresh queue's critical tier as issue 14 defines it: demand_score >= 10 and not updated for 30 days.
-# Until analytics.selectors.refresh_queue(critical=True) exists, the critical stale alert reads the stale
-# definition at these bounds (`refresh_critical_entities`), so the switch to the queue is one function.
-CRITICAL_MIN_DEMAND_SCORE = 10
-CRITICAL_DAYS_SINCE_UPDATE = 30
 
 
 @dataclass(frozen=True)
@@ -707,16 +870,6 @@ class AlertObservation:
     value: float
     active: bool
     text: str
-
-
-def refresh_critical_entities(*, now: datetime | None = None, limit: int = ALERT_ENTITIES_MAX) -> list[dict]:
-    """The entities of the refresh queue's critical tier, most demanded first (the stale report's rows)."""
-    return demand_stale(
-        limit=limit,
-        min_demand_score=CRITICAL_MIN_DEMAND_SCORE,
-        days_since_update=CRITICAL_DAYS_SINCE_UPDATE,
-        now=now,
-    )
 
 
 def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
@@ -755,15 +908,18 @@ def alert_rule_observe(*, rule: AlertRule, now: datetime, baseline: float | None
             for row in rows
         ]
     if kind == AlertKind.CRITICAL_STALE:
+        queue = refresh_queue(critical=True, limit=ALERT_ENTITIES_MAX, now=now)
+        timeframe = queue["definition"]["demand_timeframe"]
         return [
             AlertObservation(
                 entity_id=row["id"],
-                value=row["demand_score"],
+                value=float(row["recent_demand"]),
                 active=True,
-                text=f"{row['name']} ({row['entity_type']}) is critically stale: demand score"
-                f" {row['demand_score']}, last updated {row['days_since_update']} days ago",
+                text=f"{row['name']} ({row['entity_type']}) is critically stale: {row['recent_demand']:.0f} queries"
+                f" in {timeframe}, last updated {row['days_since_update']} days ago, refresh priority"
+                f" {row['priority']:.2f}",
             )
-            for row in refresh_critical_entities(now=now)
+            for row in queue["entities"]
         ]
     if kind == AlertKind.PIPELINE_LAG:
         streams = [stream_waiting(stream=stream) for stream in pipeline_streams()]

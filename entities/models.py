@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pgtrigger
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
@@ -139,23 +140,82 @@ class EntityEmbedding(models.Model):
         return f"embedding of {self.entity_id}"
 
 
+# The refresh lifecycle, written once, in the database: a refresh request is *open* until the entity's
+# content changes (updated_at moves, which imports and admin edits do only for a real content change)
+# after the request; then it is *done*, done_at = the new updated_at. Two triggers, so every
+# writer of entities (import, admin, any future one) closes requests the same way, in its own
+# transaction: one on entity updates, and one for a request recorded after the content already changed
+# (the worker records a request when it processes it, which may be after an edit that answered it).
+_REFRESH_DONE_ON_ENTITY_UPDATE = """
+    UPDATE entities_refreshrequest AS r SET done_at = n.updated_at
+    FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+    WHERE r.entity_id = n.id AND r.done_at IS NULL
+      AND n.updated_at IS DISTINCT FROM o.updated_at AND n.updated_at > r.requested_at;
+    RETURN NULL;"""
+_REFRESH_DONE_ON_INSERT = """
+    IF NEW.done_at IS NULL THEN
+        SELECT e.updated_at INTO NEW.done_at FROM entities_entity AS e
+        WHERE e.id = NEW.entity_id AND e.updated_at > NEW.requested_at;
+    END IF;
+    RETURN NEW;"""
+
+
 class RefreshRequest(models.Model):
-    """One `refresh` UpdateRequest for one entity: the data team's to-do list, driven by demand."""
+    """One `refresh` UpdateRequest for one entity: the data team's to-do list, driven by demand.
+
+    Open (done_at null) until the entity's content changes after requested_at; then done, and
+    done_at - requested_at is its time to refresh. The database sets done_at (the triggers above).
+    """
 
     entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="refresh_requests")
     event_id = models.UUIDField()
     source = models.CharField(max_length=SOURCE_MAX_LENGTH, blank=True)
     requested_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at"]
         constraints = [
             models.UniqueConstraint(fields=["event_id", "entity"], name="refresh_request_once_per_event"),
         ]
-        indexes = [models.Index(fields=["entity", "-requested_at"], name="refresh_request_entity_recent")]
+        indexes = [
+            models.Index(fields=["entity", "-requested_at"], name="refresh_request_entity_recent"),
+            # The open requests (few): the queue's "requested" lookup and the open count.
+            models.Index(
+                fields=["entity", "-requested_at"],
+                condition=models.Q(done_at__isnull=True),
+                name="refresh_request_open",
+            ),
+            models.Index(fields=["done_at"], condition=models.Q(done_at__isnull=False), name="refresh_request_done"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="refresh_request_done_if_changed",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                func=_REFRESH_DONE_ON_INSERT,
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"refresh {self.entity_id} at {self.requested_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def time_to_refresh(self):
+        return None if self.done_at is None else self.done_at - self.requested_at
+
+
+pgtrigger.register(
+    pgtrigger.Trigger(
+        name="refresh_requests_done_on_change",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Update,
+        referencing=pgtrigger.Referencing(old="old_rows", new="new_rows"),
+        func=_REFRESH_DONE_ON_ENTITY_UPDATE,
+    )
+)(Entity)
 
 
 class AnswerRecord(models.Model):
@@ -212,6 +272,16 @@ class AnswerRecord(models.Model):
         return [uuid.UUID(item["id"]) for item in self.entities]
 
 
+# Every writer of answer rows (the answer path, the demo's past answers, the benchmark) gets the content
+# time from here, in one place: the entity's updated_at when it is not after the answer.
+_ANSWER_ENTITY_CONTENT_TIME = """
+    IF NEW.entity_updated_at IS NULL THEN
+        SELECT e.updated_at INTO NEW.entity_updated_at FROM entities_entity AS e
+        WHERE e.id = NEW.entity_id AND e.updated_at <= NEW.asked_at;
+    END IF;
+    RETURN NEW;"""
+
+
 class AnswerRecordEntity(models.Model):
     """One entity an answer returned, with the answer's time and normalized question copied in.
 
@@ -227,11 +297,23 @@ class AnswerRecordEntity(models.Model):
     question_normalized = models.TextField()
     role = models.CharField(max_length=16)
     rank = models.PositiveSmallIntegerField()
+    # The entity's updated_at as the answer served it (set by the database as the row is written), for
+    # the stale-answer rate; null when unknown (a past answer recorded after the entity changed).
+    entity_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["entity_id", "asked_at"], include=["question_normalized"], name="answer_entity_asked"),
             models.Index(fields=["asked_at"], name="answer_entity_asked_at"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="answer_entity_content_time",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                func=_ANSWER_ENTITY_CONTENT_TIME,
+            ),
         ]
 
     def __str__(self) -> str:

@@ -16,13 +16,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from analytics.alerts import EVALUATE_LOCK, alert_deliveries_send, alert_rules_evaluate, alerts_check
+from analytics.definitions import hour_floor
 from analytics.models import AlertDelivery, AlertKind, AlertRule, AlertState
 from analytics.selectors import analytics_status, demand_trending
-from entities.models import Entity, EntityDemand
+from entities.models import Entity
 from kernel.databases import database_url
 from streams.handlers import chores
 from streams.models import OutboxEvent
 from streams.worker import StreamWorker
+from tests.analytics.helpers import queries_add
 from tests.analytics.webhook_receiver import WebhookReceiver
 from tests.streams.pipeline import command_run, entities_make, signals_make, signals_xadd, worker_drain
 
@@ -253,22 +255,25 @@ def test_resolved_waits_for_its_firing_to_be_delivered_first(rules, receiver, wo
     assert [body["state"] for body in receiver.bodies()] == ["firing", "firing", "resolved"]
 
 
-def test_critical_stale_fires_for_an_entity_entering_the_tier_and_resolves_when_updated(rules, receiver):
+def test_critical_stale_fires_for_an_entity_entering_the_tier_and_resolves_when_updated(rules, receiver, settings):
+    """The tier is the refresh queue's (`refresh_queue(critical=True)`): recent demand and days since update."""
+    settings.REFRESH_CRITICAL_MIN_DEMAND, settings.REFRESH_CRITICAL_DAYS_SINCE_UPDATE = 10, 30
     rules(AlertKind.CRITICAL_STALE)
     old, fresh, small = entities_make(3)
-    long_ago = timezone.now() - timedelta(days=45)
-    Entity.objects.filter(pk__in=[old.pk, small.pk, fresh.pk]).update(updated_at=long_ago)
-    Entity.objects.filter(pk=fresh.pk).update(updated_at=timezone.now())
-    EntityDemand.objects.filter(entity__in=[old, fresh]).update(demand_score=12, query_count=12)
-    EntityDemand.objects.filter(entity=small).update(demand_score=9, query_count=9)
+    Entity.objects.filter(pk__in=[old.pk, small.pk]).update(updated_at=timezone.now() - timedelta(days=45))
+    hour = hour_floor(timezone.now()) - timedelta(hours=3)
+    for entity, count in ((old, 12), (fresh, 12), (small, 9)):  # `small` is stale but below the tier
+        queries_add(entity, hour, count)
     alerts_check()
     (firing,) = receiver.bodies()
     assert firing["entity_id"] == str(old.pk)
-    assert (
-        f"{old.name} ({old.entity_type}) is critically stale: demand score 12, last updated 45 days ago"
-        in (firing["text"])
+    assert firing["text"].startswith(
+        f"[FIRING] critical stale: {old.name} ({old.entity_type}) is critically stale: 12 queries in 30d,"
+        " last updated 45 days ago, refresh priority "
     )
-    Entity.objects.filter(pk=old.pk).update(updated_at=timezone.now())  # refreshed
+    alerts_check()
+    assert len(receiver.bodies()) == 1
+    Entity.objects.filter(pk=old.pk).update(updated_at=timezone.now())  # refreshed: out of the queue
     alerts_check()
     assert [(body["state"], body["entity_id"]) for body in receiver.bodies()][1:] == [("resolved", str(old.pk))]
 

@@ -111,6 +111,19 @@ FROM bench_answer AS a CROSS JOIN LATERAL generate_series(1, a.returned) AS k
 JOIN bench_rank AS r ON r.rank = 1 + (a.q + k - 1) %% %(entities)s
 ORDER BY a.at;
 """
+# Refresh requests over 30 days for the most demanded entities; the content of every other one changes
+# after its request (through an entity UPDATE, so the database's trigger closes it, as for an import).
+REFRESH_REQUESTS = 5_000
+REFRESH_REQUESTS_SQL = """
+INSERT INTO entities_refreshrequest (entity_id, event_id, source, requested_at)
+SELECT entity_id, gen_random_uuid(), 'bench', now() - random() * interval '30 days'
+FROM bench_rank WHERE rank <= %(requests)s
+"""
+REFRESH_DONE_SQL = """
+UPDATE entities_entity AS e SET updated_at = r.requested_at + random() * (now() - r.requested_at)
+FROM entities_refreshrequest AS r JOIN bench_rank AS b ON b.entity_id = r.entity_id
+WHERE e.id = r.entity_id AND b.rank % 2 = 0
+"""
 ANSWER_QUESTIONS = 50_000
 ANSWER_USERS = 500
 
@@ -208,6 +221,11 @@ class Command(BaseCommand):
             "timeseries 30d by hour": lambda i: (
                 f"{BASE}entity/{sample[i % len(sample)]}/timeseries/?days=30&interval=hour"
             ),
+            "refresh queue": lambda i: BASE + "refresh-queue/?limit=50",
+            "refresh queue critical": lambda i: BASE + "refresh-queue/?limit=50&critical=true",
+            "refresh queue type=format": lambda i: BASE + "refresh-queue/?limit=50&entity_type=format",
+            "refresh stats 7d": lambda i: BASE + "refresh-stats/?timeframe=7d",
+            "refresh stats 30d": lambda i: BASE + "refresh-stats/?timeframe=30d",
             "questions top 1d": lambda i: QUESTIONS + "top/?timeframe=1d",
             "questions top 7d": lambda i: QUESTIONS + "top/?timeframe=7d",
             "questions top 30d": lambda i: QUESTIONS + "top/?timeframe=30d",
@@ -301,6 +319,16 @@ class Command(BaseCommand):
             f"Zipf) in {time.perf_counter() - started:.1f} s"
         )
 
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute(REFRESH_REQUESTS_SQL, {"requests": REFRESH_REQUESTS})
+            cursor.execute(REFRESH_DONE_SQL)
+            done = cursor.rowcount
+        out(
+            f"loaded {REFRESH_REQUESTS:,} refresh requests over 30 days, {done:,} of them done by a content change, "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+
     def _vacuum(self) -> None:
         started = time.perf_counter()
         with connection.cursor() as cursor:
@@ -311,6 +339,7 @@ class Command(BaseCommand):
                 "analytics_demandwindow",
                 "entities_answerrecord",
                 "entities_answerrecordentity",
+                "entities_refreshrequest",
             ):
                 cursor.execute(f"VACUUM ANALYZE {table}")
         self.stdout.write(f"vacuum analyze in {time.perf_counter() - started:.1f} s")

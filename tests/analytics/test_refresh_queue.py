@@ -1,0 +1,150 @@
+"""The refresh queue (analytics.selectors.refresh_queue) against its written definition, on fixed data.
+
+The expected priorities are computed here from the formula in docs/analytics.md (not by the code under
+test): demand = min(1, ln(1 + recent) / ln(1 + 100)), freshness = min(1, max(0, age - 30) / 90),
+trending = min(1, max(0, trend_7d) / 5), priority = 0.5 demand + 0.3 freshness + 0.2 trending; critical:
+recent >= 10 and age >= 30 days.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from analytics.demand import demand_windows_roll
+from analytics.selectors import refresh_queue
+from entities.models import EntityDemand, EntityType, RefreshRequest
+from tests.analytics.helpers import NOW, hours_ago, queries_add
+from tests.entities.factories import EntityFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def expected_priority(*, recent: int, age_days: float, current_7d: int, previous_7d: int) -> float:
+    trend = (current_7d - previous_7d) / math.sqrt(previous_7d + 1)
+    demand = min(1.0, math.log(1 + recent) / math.log(1 + 100))
+    freshness = min(1.0, max(0.0, age_days - 30) / 90)
+    trending = min(1.0, max(0.0, trend) / 5)
+    return 0.5 * demand + 0.3 * freshness + 0.2 * trending
+
+
+# name: (age in days, [(hours ago, queries)], extra all-time demand_score beyond the buckets, entity_type)
+QUEUE_DATA = {
+    # Hot and stale: 40 recent queries, 25 of them this week (rising), 100 days old. Critical.
+    "hot": (100.0, [(2, 15), (50, 10), (200, 10), (400, 5)], 0, EntityType.PERSON),
+    # Very old, little recent demand, a long history: freshness dominates. Not critical (recent 3).
+    "ancient": (400.0, [(300, 3)], 50, EntityType.COMPANY),
+    # Just past the threshold, 12 recent queries all this week: critical (recent >= 10, age >= 30).
+    "fresh_critical": (31.5, [(1, 6), (30, 6)], 0, EntityType.PERSON),
+    # Rising fast but with 9 recent queries: not critical.
+    "riser": (60.0, [(3, 9)], 0, EntityType.PROJECT),
+    # Old demand only (outside 30 days): recent 0, trend 0.
+    "faded": (90.0, [(24 * 45, 20)], 0, EntityType.PERSON),
+    # Not in the queue: too recent (20 days), or too little demand (score 4).
+    "recent_content": (20.0, [(2, 30)], 0, EntityType.PERSON),
+    "little_demand": (200.0, [(2, 4)], 0, EntityType.PERSON),
+}
+
+
+def _window(buckets, first: int, last: int) -> int:
+    """Queries in the buckets of hours h0 - last .. h0 - first (hours ago, inclusive)."""
+    return sum(count for ago, count in buckets if first <= ago <= last)
+
+
+@pytest.fixture
+def queue_data():
+    entities = {}
+    for name, (age, buckets, extra, kind) in QUEUE_DATA.items():
+        entity = EntityFactory(name=name, entity_type=kind, updated_at=NOW - timedelta(days=age))
+        for ago, count in buckets:
+            queries_add(entity, hours_ago(ago), count)
+        if extra:
+            EntityDemand.objects.filter(pk=entity.pk).update(demand_score=extra + sum(c for _a, c in buckets))
+        entities[name] = entity
+    return entities
+
+
+def expected_rows(entities: dict) -> list[dict]:
+    rows = []
+    for name, (age, buckets, extra, kind) in QUEUE_DATA.items():
+        score = extra + sum(count for _ago, count in buckets)
+        if age <= 30 or score < 5:
+            continue
+        recent = _window(buckets, 0, 719)
+        rows.append(
+            {
+                "id": entities[name].pk,
+                "name": name,
+                "entity_type": kind,
+                "priority": expected_priority(
+                    recent=recent,
+                    age_days=age,
+                    current_7d=_window(buckets, 0, 167),
+                    previous_7d=_window(buckets, 168, 335),
+                ),
+                "critical": recent >= 10 and age >= 30,
+                "recent_demand": recent,
+                "demand_score": score,
+                "days_since_update": math.floor(age),
+            }
+        )
+    return sorted(rows, key=lambda row: (not row["critical"], -row["priority"], -row["demand_score"], row["id"]))
+
+
+def test_queue_order_follows_the_written_definition(queue_data):
+    queue = refresh_queue(limit=None, now=NOW)
+    expected = expected_rows(queue_data)
+    assert [row["name"] for row in queue["entities"]] == [row["name"] for row in expected]
+    assert [row["name"] for row in expected][:2] == ["hot", "fresh_critical"]  # the data exercises the tier
+    for got, want in zip(queue["entities"], expected, strict=True):
+        assert got["priority"] == pytest.approx(want["priority"], abs=1e-9), want["name"]
+        for key in ("critical", "recent_demand", "demand_score", "days_since_update", "entity_type"):
+            assert got[key] == want[key], (want["name"], key)
+        assert got["refresh_requested_at"] is None
+    assert queue["total"] == len(expected) == 5
+    assert queue["definition"]["weight_demand"] == 0.5
+    assert queue["definition"]["critical_min_demand"] == 10
+
+
+def test_critical_filter_limit_and_type(queue_data):
+    critical = refresh_queue(critical=True, now=NOW)
+    assert [row["name"] for row in critical["entities"]] == ["hot", "fresh_critical"]
+    assert critical["total"] == 2
+    rest = refresh_queue(critical=False, limit=2, now=NOW)
+    assert [row["name"] for row in rest["entities"]] == [row["name"] for row in expected_rows(queue_data)][2:4]
+    assert rest["total"] == 3 and rest["limit"] == 2
+    people = refresh_queue(entity_type="person", now=NOW)
+    assert {row["name"] for row in people["entities"]} == {"hot", "fresh_critical", "faded"}
+
+
+def test_settings_move_the_weights_and_the_tier(queue_data, settings):
+    settings.REFRESH_WEIGHT_DEMAND, settings.REFRESH_WEIGHT_TREND = 0.0, 0.0
+    settings.REFRESH_CRITICAL_MIN_DEMAND = 1_000
+    names = [row["name"] for row in refresh_queue(now=NOW)["entities"]]
+    # Freshness alone: oldest first (faded and hot tie on neither: 90 vs 100 days).
+    assert names == ["ancient", "hot", "faded", "riser", "fresh_critical"]
+
+
+def test_an_open_recent_request_marks_the_entity_requested(queue_data, settings):
+    hot, riser, faded = queue_data["hot"], queue_data["riser"], queue_data["faded"]
+    RefreshRequest.objects.create(entity=hot, event_id=uuid.uuid4(), requested_at=NOW - timedelta(hours=5))
+    # Older than REFRESH_REQUEST_REPEAT_HOURS (168): new work again.
+    RefreshRequest.objects.create(entity=riser, event_id=uuid.uuid4(), requested_at=NOW - timedelta(hours=200))
+    # Done (the content changed after it): not open. It is dated before the entity's updated_at, so the
+    # database closes it as it is recorded.
+    RefreshRequest.objects.create(entity=faded, event_id=uuid.uuid4(), requested_at=NOW - timedelta(days=91))
+    assert RefreshRequest.objects.get(entity=faded).done_at == faded.updated_at
+    rows = {row["name"]: row for row in refresh_queue(limit=None, now=NOW)["entities"]}
+    assert rows["hot"]["refresh_requested_at"] == NOW - timedelta(hours=5)
+    assert rows["riser"]["refresh_requested_at"] is None
+    assert rows["faded"]["refresh_requested_at"] is None
+
+
+def test_same_queue_from_the_rolled_windows(queue_data):
+    """The worker's rolled windows (the usual, fast path) give the queue computed from the buckets."""
+    from_buckets = refresh_queue(limit=None, now=NOW)
+    demand_windows_roll(now=NOW)
+    assert refresh_queue(limit=None, now=NOW) == from_buckets
