@@ -8,16 +8,21 @@ recent >= 10 and age >= 30 days.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from analytics.definitions import hour_floor
 from analytics.demand import demand_windows_roll
 from analytics.selectors import refresh_queue
 from entities.models import EntityDemand, EntityType, RefreshRequest
 from tests.analytics.helpers import NOW, hours_ago, queries_add
+from tests.analytics.test_exports import csv_text
 from tests.entities.factories import EntityFactory
 
 pytestmark = pytest.mark.django_db
@@ -148,3 +153,84 @@ def test_same_queue_from_the_rolled_windows(queue_data):
     from_buckets = refresh_queue(limit=None, now=NOW)
     demand_windows_roll(now=NOW)
     assert refresh_queue(limit=None, now=NOW) == from_buckets
+
+
+# -- the HTTP API -------------------------------------------------------------------------------------------
+
+QUEUE_URL = "/api/analytics/demand/refresh-queue/"
+
+
+@pytest.fixture
+def live_queue():
+    """The queue's data relative to the real clock (the API has no pinned `now`)."""
+    now = timezone.now()
+    entities = {}
+    for name, (age, buckets, extra, kind) in QUEUE_DATA.items():
+        entity = EntityFactory(name=name, entity_type=kind, updated_at=now - timedelta(days=age))
+        for ago, count in buckets:
+            queries_add(entity, hour_floor(now) - timedelta(hours=ago), count)
+        if extra:
+            EntityDemand.objects.filter(pk=entity.pk).update(demand_score=extra + sum(c for _a, c in buckets))
+        entities[name] = entity
+    return entities
+
+
+def test_api_answers_the_selectors_queue(staff_client, live_queue):
+    response = staff_client.get(QUEUE_URL, {"limit": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"entities", "total", "limit", "definition"}
+    assert (body["total"], body["limit"]) == (5, 3)
+    assert [row["name"] for row in body["entities"]] == [row["name"] for row in expected_rows(live_queue)][:3]
+    assert list(body["entities"][0]) == [
+        "id", "name", "entity_type", "priority", "critical", "demand_score", "recent_demand", "days_since_update",
+        "trend_score", "last_updated_at", "refresh_requested_at",
+    ]  # fmt: skip
+    assert body["definition"]["weight_freshness"] == 0.3
+    assert body["definition"]["requested_hours"] == 168
+    critical = staff_client.get(QUEUE_URL, {"critical": "true"}).json()
+    assert [row["name"] for row in critical["entities"]] == ["hot", "fresh_critical"]
+    rest = staff_client.get(QUEUE_URL, {"critical": "false", "entity_type": "person"}).json()
+    assert [row["name"] for row in rest["entities"]] == ["faded"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"entity_type": "wizard"}, "entity_type"),
+        ({"critical": "maybe"}, "critical"),
+        ({"format": "xml"}, "format"),
+    ],
+)
+def test_api_bad_parameters_are_400_json(staff_client, params, field):
+    response = staff_client.get(QUEUE_URL, params)
+    assert response.status_code == 400
+    assert field in response.json()["error"]
+
+
+def test_api_access(api_client, user_client):
+    assert api_client.get(QUEUE_URL).status_code == 401
+    assert user_client.get(QUEUE_URL).status_code == 403
+
+
+@pytest.mark.parametrize("params", [{}, {"limit": 2, "critical": "false"}, {"entity_type": "person"}])
+def test_csv_rows_are_the_json_rows(staff_client, live_queue, params):
+    expected = staff_client.get(QUEUE_URL, params).json()["entities"]
+    response = staff_client.get(QUEUE_URL, {**params, "format": "csv"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert response["Content-Disposition"] == 'attachment; filename="analytics-demand-refresh-queue.csv"'
+    header, *body = list(csv.reader(io.StringIO(response.content.decode())))
+    assert expected
+    assert header == list(expected[0])
+    # The two requests are moments apart, and freshness grows with the clock: priority is compared to 1e-6.
+    assert [float(row[header.index("priority")]) for row in body] == pytest.approx(
+        [item["priority"] for item in expected], abs=1e-6
+    )
+    exact = [key for key in header if key != "priority"]
+    assert [[row[header.index(key)] for key in exact] for row in body] == [
+        [csv_text(item[key]) for key in exact] for item in expected
+    ]
