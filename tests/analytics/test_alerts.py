@@ -5,6 +5,7 @@ Time moves through the functions' explicit `now=`; nothing sleeps to wait for a 
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from analytics.alerts import EVALUATE_LOCK, alert_deliveries_send, alert_rules_evaluate, alerts_check
 from analytics.definitions import hour_floor
+from analytics.demand import demand_windows_roll
 from analytics.models import AlertDelivery, AlertKind, AlertRule, AlertState
 from analytics.selectors import analytics_status, demand_trending
 from entities.models import Entity
@@ -24,7 +26,7 @@ from kernel.databases import database_url
 from streams.handlers import chores
 from streams.models import OutboxEvent
 from streams.worker import StreamWorker
-from tests.analytics.helpers import queries_add
+from tests.analytics.helpers import H0, NOW, hours_ago, queries_add
 from tests.analytics.webhook_receiver import WebhookReceiver
 from tests.streams.pipeline import command_run, entities_make, signals_make, signals_xadd, worker_drain
 
@@ -98,6 +100,21 @@ def test_a_burst_for_one_entity_fires_once_then_resolves_when_it_aged_out(rules,
     assert resolved["text"] == f"[RESOLVED] demand spike: {spiking.name} ({spiking.entity_type}) no longer matches"
     alerts_check(now=later + timedelta(minutes=1))
     assert len(receiver.bodies()) == 2
+
+
+def test_trend_score_above_bounds_stored_and_open_hour_windows_alike():
+    """The spike rule's bound applies to entities read from the stored windows and from the open hour."""
+    stored_high, stored_low, open_high, open_low = entities_make(4)
+    for entity, count in ((stored_high, 9), (stored_low, 4)):
+        queries_add(entity, hours_ago(3), count)
+    for entity, count in ((open_high, 8), (open_low, 3)):
+        queries_add(entity, H0, count)
+    demand_windows_roll(now=NOW)  # as the worker does: the stored windows are as of NOW's hour
+    scores = {row["id"]: row["trend_score"] for row in demand_trending(timeframe="1d", limit=10, now=NOW)}
+    assert set(scores) == {stored_high.pk, stored_low.pk, open_high.pk, open_low.pk}
+    above = demand_trending(timeframe="1d", limit=10, now=NOW, trend_score_above=5.0)
+    assert [row["id"] for row in above] == [stored_high.pk, open_high.pk]
+    assert demand_trending(timeframe="1d", limit=10, now=NOW, trend_score_above=9.0) == []
 
 
 def test_per_entity_rules_keep_a_state_per_entity(rules, receiver, worker, redis_client):
@@ -333,7 +350,7 @@ def test_a_second_evaluator_at_the_same_moment_skips(rules, receiver):
 
 
 def test_the_default_rules_one_of_each_kind():
-    migration = __import__("analytics.migrations.0010_alert_rules_default", fromlist=["default_rules_create"])
+    migration = importlib.import_module("analytics.migrations.0010_alert_rules_default")
     AlertRule.objects.all().delete()
     migration.default_rules_create(global_apps, None)
     migration.default_rules_create(global_apps, None)  # again: nothing doubled
