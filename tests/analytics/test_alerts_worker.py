@@ -3,15 +3,29 @@ hangs is retried without ever holding up the worker's counting."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
+from django.conf import settings
 from django.db.models import Sum
 
 from analytics.alerts import alert_rules_evaluate
 from analytics.models import AlertDelivery, AlertKind, AlertRule
 from entities.models import EntityDemand
+from kernel.databases import database_url
 from streams.selectors import workers_live
 from tests.analytics.webhook_receiver import WebhookReceiver
-from tests.streams.pipeline import WorkerProcess, command_run, entities_make, signals_make, signals_xadd, wait_until
+from tests.streams.pipeline import (
+    MANAGE,
+    WorkerProcess,
+    command_run,
+    entities_make,
+    signals_make,
+    signals_xadd,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -54,7 +68,23 @@ def test_a_stopped_worker_with_entries_waiting_makes_the_lag_rule_fire(
     assert worker.stop() == 0
     signals_xadd(redis_client, signals_make(entities_make(3), 8))
 
-    command_run("check_alerts")
+    # As Render's cron runs it: a process of its own, exit status 0.
+    cron = subprocess.run(
+        [sys.executable, str(MANAGE), "check_alerts"],
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "ALERT_WEBHOOK_URL": receiver.url(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cron.returncode == 0, cron.stderr
+    assert (
+        "Alerts: 2 rules evaluated, 2 firing, 0 resolved, 0 in cooldown; sent 2, retrying 0, failed 0." in cron.stdout
+    )
     bodies = {body["rule"]: body for body in receiver.bodies()}
     assert set(bodies) == {"pipeline lag", "no live worker"}  # the running worker had nothing to report
     assert bodies["pipeline lag"]["state"] == "firing"
