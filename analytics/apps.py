@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.utils import timezone
 
 from analytics.definitions import hour_floor
@@ -17,6 +18,7 @@ class AnalyticsConfig(AppConfig):
             query_signal_batch_apply,
             query_signal_batch_prepare,
         )
+        from analytics.services import refresh_queue_snapshot_chore
 
         batch_handler_register(
             BatchHandler(
@@ -32,3 +34,11 @@ class AnalyticsConfig(AppConfig):
         # The totals count stale candidates at STALE_MIN_DEMAND_SCORE; readers count them on their own
         # while the setting differs from the one the totals were built with.
         chore_register(Chore(name="demand_totals_sync", run=demand_totals_sync, interval=60.0))
+        # The refresh queue's snapshot, so the API pages it from an index (after the roll: same hour).
+        chore_register(
+            Chore(
+                name="refresh_queue_snapshot",
+                run=refresh_queue_snapshot_chore,
+                interval=float(max(settings.REFRESH_QUEUE_SNAPSHOT_SECONDS, 1)),
+            )
+        )
