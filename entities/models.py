@@ -305,6 +305,13 @@ class AnswerRecordEntity(models.Model):
         indexes = [
             models.Index(fields=["entity_id", "asked_at"], include=["question_normalized"], name="answer_entity_asked"),
             models.Index(fields=["asked_at"], name="answer_entity_asked_at"),
+            # The stale-answer rate: subject rows of a timeframe with their content time, from the index alone.
+            models.Index(
+                fields=["asked_at"],
+                include=["entity_updated_at", "answer_id"],
+                condition=models.Q(role="subject"),
+                name="answer_entity_subject_content",
+            ),
         ]
         triggers = [
             pgtrigger.Trigger(
