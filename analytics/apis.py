@@ -376,10 +376,11 @@ class RefreshQueueApi(CsvReportMixin, APIView):
         return Response(self.OutputSerializer(queue).data)
 
 
-class RefreshStatsApi(APIView):
+class RefreshStatsApi(CsvReportMixin, APIView):
     """The refresh lifecycle: open requests, requests done and how long they took, and the stale-answer rate."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = None  # one row
 
     @extend_schema_serializer(component_name="RefreshStats")
     class OutputSerializer(serializers.Serializer):
@@ -401,8 +402,8 @@ class RefreshStatsApi(APIView):
 
     @extend_schema(
         summary="Refresh lifecycle and stale-answer rate",
-        parameters=[REFRESH_STATS_TIMEFRAME.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[REFRESH_STATS_TIMEFRAME.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         return Response(self.OutputSerializer(refresh_stats(timeframe=REFRESH_STATS_TIMEFRAME.read(request))).data)
