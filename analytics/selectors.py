@@ -40,7 +40,6 @@ from analytics.definitions import (
 from analytics.models import DemandBucket, DemandTotal, DemandWindowState, RefreshQueueState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
 from kernel.iterables import batched
-from streams.events import ROLE_SUBJECT
 from streams.selectors import stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
@@ -606,14 +605,13 @@ SELECT count(*),
 FROM entities_refreshrequest
 WHERE done_at IS NOT NULL AND done_at >= %(since)s AND done_at <= %(now)s
 """
-# The stale-answer rate's counts over the answers asked in [since, now]: all of them, and those that
-# returned a subject entity whose content, as the answer served it, was older than the stale threshold
-# (entity_updated_at < asked_at - days; rows whose content time is unknown count as not stale).
+# The stale-answer rate's counts over the answers asked in [since, now]: all of them, and those whose oldest
+# subject content, as served (subject_content_at), was older than the stale threshold (null: no subject, or
+# its content time unknown: not stale). One index-only scan of (asked_at) INCLUDE (subject_content_at).
 _STALE_ANSWERS_SQL = """
-SELECT (SELECT count(*) FROM entities_answerrecord WHERE asked_at >= %(since)s AND asked_at <= %(now)s),
-       (SELECT count(DISTINCT answer_id) FROM entities_answerrecordentity
-        WHERE asked_at >= %(since)s AND asked_at <= %(now)s AND role = %(subject)s
-          AND entity_updated_at < asked_at - %(days)s * interval '1 day')
+SELECT count(*), count(*) FILTER (WHERE subject_content_at < asked_at - %(days)s * interval '1 day')
+FROM entities_answerrecord
+WHERE asked_at >= %(since)s AND asked_at <= %(now)s
 """
 
 
@@ -632,7 +630,7 @@ def refresh_stats(*, timeframe: str = "7d", now: datetime | None = None) -> dict
     with connection.cursor() as cursor:
         cursor.execute(_REFRESH_DONE_SQL, {"since": since, "now": now})
         done, median, p90 = cursor.fetchone()
-        cursor.execute(_STALE_ANSWERS_SQL, {"since": since, "now": now, "subject": ROLE_SUBJECT, "days": days})
+        cursor.execute(_STALE_ANSWERS_SQL, {"since": since, "now": now, "days": days})
         answers, stale_answers = cursor.fetchone()
     return {
         "timeframe": timeframe,
