@@ -20,6 +20,7 @@ from analytics.exports import CSV_FORMAT, CsvReportMixin, csv_report_responses
 from analytics.selectors import (
     ENTITY_TYPES,
     INTERVALS,
+    REFRESH_QUEUE_PAGE_MAX,
     TIMEFRAMES,
     analytics_status,
     demand_entity,
@@ -278,7 +279,9 @@ class DemandStaleApi(CsvReportMixin, APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-REFRESH_QUEUE_LIMIT = IntParam("limit", default=50, minimum=1, maximum=500, description="How many entities (1-500).")
+REFRESH_QUEUE_LIMIT = IntParam(
+    "limit", default=50, minimum=1, maximum=REFRESH_QUEUE_PAGE_MAX, description="How many entities (1-500)."
+)
 REFRESH_QUEUE_ENTITY_TYPE = ChoiceParam(
     "entity_type", choices=ENTITY_TYPES, default=None, description="Only this type."
 )
@@ -340,6 +343,10 @@ class RefreshQueueApi(CsvReportMixin, APIView):
         total = serializers.IntegerField(help_text="Entities in the queue with these filters (all pages).")
         limit = serializers.IntegerField()
         definition = DefinitionSerializer(help_text="The weights and thresholds in force.")
+        as_of = UtcDateTimeField(
+            help_text="When the priorities were scored: now, or the worker's snapshot (at most two "
+            "REFRESH_QUEUE_SNAPSHOT_SECONDS old)."
+        )
 
     @extend_schema(
         summary="Refresh queue",
@@ -369,10 +376,11 @@ class RefreshQueueApi(CsvReportMixin, APIView):
         return Response(self.OutputSerializer(queue).data)
 
 
-class RefreshStatsApi(APIView):
+class RefreshStatsApi(CsvReportMixin, APIView):
     """The refresh lifecycle: open requests, requests done and how long they took, and the stale-answer rate."""
 
     permission_classes = [AnalyticsAccess]
+    csv_rows = None  # one row
 
     @extend_schema_serializer(component_name="RefreshStats")
     class OutputSerializer(serializers.Serializer):
@@ -394,8 +402,8 @@ class RefreshStatsApi(APIView):
 
     @extend_schema(
         summary="Refresh lifecycle and stale-answer rate",
-        parameters=[REFRESH_STATS_TIMEFRAME.openapi()],
-        responses={200: OutputSerializer, **ERROR_RESPONSES},
+        parameters=[REFRESH_STATS_TIMEFRAME.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
     )
     def get(self, request):
         return Response(self.OutputSerializer(refresh_stats(timeframe=REFRESH_STATS_TIMEFRAME.read(request))).data)

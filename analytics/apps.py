@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.utils import timezone
 
 from analytics.definitions import hour_floor
@@ -21,6 +22,7 @@ class AnalyticsConfig(AppConfig):
             query_signal_batch_apply,
             query_signal_batch_prepare,
         )
+        from analytics.services import refresh_queue_snapshot_chore
 
         batch_handler_register(
             BatchHandler(
@@ -41,4 +43,12 @@ class AnalyticsConfig(AppConfig):
         chore_register(Chore(name="alert_rules_evaluate", run=alert_rules_evaluate, interval=ALERT_EVALUATE_SECONDS))
         chore_register(
             Chore(name="alert_deliveries_send", run=alert_deliveries_send, interval=ALERT_SEND_SECONDS, thread=True)
+        )
+        # The refresh queue's snapshot, so the API pages it from an index (after the roll: same hour).
+        chore_register(
+            Chore(
+                name="refresh_queue_snapshot",
+                run=refresh_queue_snapshot_chore,
+                interval=float(max(settings.REFRESH_QUEUE_SNAPSHOT_SECONDS, 1)),
+            )
         )

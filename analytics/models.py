@@ -229,6 +229,49 @@ DEMAND_TOTALS_TRIGGERS = (
 pgtrigger.register(*DEMAND_TOTALS_TRIGGERS)(EntityDemand)
 
 
+class RefreshQueueEntry(models.Model):
+    """One entity of the refresh queue as scored by the last `refresh_queue_snapshot_build` (the worker's chore).
+
+    Derived data: the queue's own statement, materialized every REFRESH_QUEUE_SNAPSHOT_SECONDS, so the
+    API reads a page from an index instead of scoring every stale entity per request. An UNLOGGED table
+    (no WAL; emptied by a crash, absent on replicas): the reader then scores live.
+    """
+
+    entity_id = models.UUIDField(primary_key=True)
+    entity_type = models.CharField(max_length=32)
+    critical = models.BooleanField()
+    priority = models.FloatField()
+    demand_score = models.BigIntegerField()
+    recent_demand = models.BigIntegerField()
+    trend_score = models.FloatField()
+    age_days = models.FloatField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-critical", "-priority", "-demand_score", "entity_id"], name="refresh_queue_order"),
+            models.Index(
+                fields=["entity_type", "-critical", "-priority", "-demand_score", "entity_id"],
+                name="refresh_queue_type_order",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refresh queue: {self.entity_id} {self.priority:.3f}"
+
+
+class RefreshQueueState(models.Model):
+    """One row (id 1): when the refresh queue snapshot was scored, with which definition, and its size per
+    (entity_type, critical) as [[entity_type, critical, count], ...] (a page's total without a count)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    computed_at = models.DateTimeField()
+    definition = models.JSONField()
+    counts = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"refresh queue scored at {self.computed_at}"
+
+
 # -- alerts -------------------------------------------------------------------------------------------------
 
 

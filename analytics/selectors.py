@@ -37,10 +37,17 @@ from analytics.definitions import (
     window_deltas_sql,
     window_sums_sql,
 )
-from analytics.models import AlertEvaluation, AlertKind, AlertRule, DemandBucket, DemandTotal, DemandWindowState
+from analytics.models import (
+    AlertEvaluation,
+    AlertKind,
+    AlertRule,
+    DemandBucket,
+    DemandTotal,
+    DemandWindowState,
+    RefreshQueueState,
+)
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
 from kernel.iterables import batched
-from streams.events import ROLE_SUBJECT
 from streams.selectors import dead_letter_length, outbox_backlog, pipeline_streams, stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
@@ -421,31 +428,95 @@ def refresh_requests_open(*, definition: RefreshPriority, now: datetime) -> Quer
     return RefreshRequest.objects.filter(done_at__isnull=True, requested_at__gte=definition.requested_since(now))
 
 
-# Scored in one statement: the stale entities (the ORM's `demand_stale_condition`, compiled; only narrow
-# columns, so the wide entity rows are read for the page alone), their live windows (stored + open hour),
-# priority and tier, materialized once for the total and the page. All arithmetic is float8 and the page
-# is a top-N sort on (critical, priority, demand_score, id): measured at 100,000 entities, numeric
-# arithmetic and a full sort (which a name tie-break needs) made it several times slower.
-_REFRESH_QUEUE_SQL = """
+# The queue scored in one statement: the stale entities (the ORM's `demand_stale_condition`, compiled;
+# narrow columns only, so wide entity rows are read for a page alone), their live windows (stored + open
+# hour), priority and tier. All arithmetic is float8 (numeric made it several times slower at 100,000
+# entities), and the order ends on the entity id so a page is a top-N sort or an index range.
+_REFRESH_RANKED_SQL = """
 WITH candidates AS ({candidates}),
 scored AS (
-    SELECT c.id, c.demand_score, {recent} AS recent, {trend} AS trend,
+    SELECT c.id, c.entity_type, c.demand_score, {recent} AS recent, {trend} AS trend,
            date_part('epoch', %s::timestamptz - c.updated_at) / 86400.0::float8 AS age_days
-    FROM candidates AS c(id, updated_at, demand_score)
+    FROM candidates AS c(id, updated_at, demand_score, entity_type)
     LEFT JOIN {windows} AS w ON w.entity_id = c.id
     LEFT JOIN analytics_demandbucket AS o ON o.entity_id = c.id AND o.hour = %s
-),
-ranked AS MATERIALIZED (
-    SELECT * FROM (SELECT scored.*, {priority} AS priority, {critical} AS critical FROM scored) AS r {where}
-),
-page AS (
-    SELECT * FROM ranked ORDER BY critical DESC, priority DESC, demand_score DESC, id LIMIT %s
 )
+SELECT id, entity_type, demand_score, recent, trend, age_days, {priority} AS priority, {critical} AS critical
+FROM scored
+"""
+REFRESH_QUEUE_ORDER = "critical DESC, priority DESC, demand_score DESC, id"
+# The longest page the snapshot serves (the API's maximum limit); longer ones are scored live.
+REFRESH_QUEUE_PAGE_MAX = 500
+
+# A page of the live queue, with the total, from the ranked rows materialized once.
+_REFRESH_PAGE_SQL = """
+WITH ranked AS MATERIALIZED (SELECT * FROM ({ranked}) AS r {where}),
+page AS (SELECT * FROM ranked ORDER BY {order} LIMIT %s)
 SELECT p.id, e.name, e.entity_type, e.updated_at, p.demand_score, p.recent, p.trend, p.age_days, p.priority,
        p.critical, (SELECT count(*) FROM ranked) AS total
 FROM page AS p JOIN entities_entity AS e ON e.id = p.id
-ORDER BY p.critical DESC, p.priority DESC, p.demand_score DESC, p.id
+ORDER BY {order}
 """
+# A page of the scored snapshot (analytics_refreshqueueentry), from its order index; the total comes from
+# the counts stored with it.
+_REFRESH_SNAPSHOT_PAGE_SQL = """
+WITH page AS (
+    SELECT entity_id AS id, demand_score, recent_demand AS recent, trend_score AS trend, age_days, priority, critical
+    FROM analytics_refreshqueueentry {where}
+    ORDER BY {order} LIMIT %s
+)
+SELECT p.id, e.name, e.entity_type, e.updated_at, p.demand_score, p.recent, p.trend, p.age_days, p.priority,
+       p.critical, %s AS total
+FROM page AS p JOIN entities_entity AS e ON e.id = p.id
+ORDER BY {order}
+"""
+
+
+def refresh_queue_ranked_sql(
+    *, definition: RefreshPriority, now: datetime, entity_type: str | None = None
+) -> tuple[str, list]:
+    """The queue's statement: (SQL, params) of every queued entity, scored as of `now`, unordered.
+
+    Columns: id, entity_type, demand_score, recent, trend, age_days, priority, critical. The live queue
+    and the snapshot (`analytics.services.refresh_queue_snapshot_build`) both run it.
+    """
+    stale = demand_stale_condition(
+        now=now,
+        min_demand_score=definition.stale_min_demand_score,
+        days_since_update=definition.stale_days_since_update,
+    )
+    candidates = Entity.objects.filter(stale)
+    if entity_type is not None:
+        # The demand row's copy of the type: the candidates then need only narrow columns.
+        candidates = candidates.filter(demand__entity_type=entity_type)
+    candidates_sql, candidates_params = (
+        candidates.order_by().values_list("id", "updated_at", "demand__demand_score", "demand__entity_type")
+    ).query.sql_with_params()
+    h0 = hour_floor(now)
+    recent, _previous = _live_window_sql(definition.demand_timeframe)
+    trend_current, trend_previous = _live_window_sql(definition.trend_timeframe)
+    sql = _REFRESH_RANKED_SQL.format(
+        candidates=candidates_sql,
+        recent=recent,
+        trend=trend_score_sql(current=trend_current, previous=trend_previous),
+        windows=demand_windows_sql(h0=h0),
+        priority=definition.priority_sql(recent="recent", age_days="age_days", trend="trend"),
+        critical=definition.critical_sql(recent="recent", age_days="age_days"),
+    )
+    return sql, [*candidates_params, now, h0]
+
+
+def _refresh_snapshot(definition: RefreshPriority, now: datetime) -> tuple[datetime, list] | None:
+    """(scored at, counts) of the snapshot if it may answer for `now`: scored with this definition, recently."""
+    if settings.REFRESH_QUEUE_SNAPSHOT_SECONDS <= 0:
+        return None
+    state = RefreshQueueState.objects.filter(pk=1).values_list("computed_at", "definition", "counts").first()
+    if state is None:
+        return None
+    computed_at, scored_with, counts = state
+    # Two intervals: one chore may be late by a batch; after that the worker is not running.
+    fresh = now - computed_at <= timedelta(seconds=2 * settings.REFRESH_QUEUE_SNAPSHOT_SECONDS)
+    return (computed_at, counts) if fresh and computed_at <= now and scored_with == definition.as_dict() else None
 
 
 def refresh_queue(
@@ -461,35 +532,48 @@ def refresh_queue(
 
     `critical` True/False keeps only the critical tier or only the rest; `limit` None gives the whole
     queue (request_stale_updates). Returns {"entities", "total" (the whole queue with these filters),
-    "limit", "definition" (the weights and thresholds in force)}.
+    "limit", "definition" (the weights and thresholds in force), "as_of" (when the priorities were scored)}.
+
+    Without a pinned `now`, a page comes from the snapshot the worker scores every
+    REFRESH_QUEUE_SNAPSHOT_SECONDS with the same statement (at most two intervals old; `as_of` says when);
+    otherwise, and for the whole queue or other stale criteria, it is scored now. Requested flags
+    (refresh_requested_at) are always read now.
     """
+    pinned = now is not None
     now = now or timezone.now()
     definition = refresh_priority(min_demand_score=min_demand_score, days_since_update=days_since_update)
-    stale = demand_stale_condition(
-        now=now,
-        min_demand_score=definition.stale_min_demand_score,
-        days_since_update=definition.stale_days_since_update,
-    )
-    candidates = Entity.objects.filter(stale)
-    if entity_type is not None:
-        # The demand row's copy of the type: the candidates then need only narrow columns.
-        candidates = candidates.filter(demand__entity_type=entity_type)
-    candidates_sql, candidates_params = (
-        candidates.order_by().values_list("id", "updated_at", "demand__demand_score")
-    ).query.sql_with_params()
-    h0 = hour_floor(now)
-    recent, _previous = _live_window_sql(definition.demand_timeframe)
-    trend_current, trend_previous = _live_window_sql(definition.trend_timeframe)
-    sql = _REFRESH_QUEUE_SQL.format(
-        candidates=candidates_sql,
-        recent=recent,
-        trend=trend_score_sql(current=trend_current, previous=trend_previous),
-        windows=demand_windows_sql(h0=h0),
-        priority=definition.priority_sql(recent="recent", age_days="age_days", trend="trend"),
-        critical=definition.critical_sql(recent="recent", age_days="age_days"),
-        where="" if critical is None else "WHERE critical = %s",
-    )
-    params = [*candidates_params, now, h0, *([] if critical is None else [critical]), limit]
+    conditions, condition_params = [], []
+    if critical is not None:
+        conditions.append("critical = %s")
+        condition_params.append(critical)
+    snapshot = None
+    if (
+        not pinned
+        and limit is not None
+        and limit <= REFRESH_QUEUE_PAGE_MAX
+        and min_demand_score is None
+        and days_since_update is None
+    ):
+        snapshot = _refresh_snapshot(definition, now)
+    if snapshot is not None:
+        as_of, counts = snapshot
+        if entity_type is not None:
+            conditions.append("entity_type = %s")
+            condition_params.append(entity_type)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        total = sum(
+            count
+            for kind, is_critical, count in counts
+            if entity_type in (None, kind) and critical in (None, is_critical)
+        )
+        sql = _REFRESH_SNAPSHOT_PAGE_SQL.format(where=where, order=REFRESH_QUEUE_ORDER)
+        params = [*condition_params, limit, total]
+    else:
+        as_of = now
+        ranked, ranked_params = refresh_queue_ranked_sql(definition=definition, now=now, entity_type=entity_type)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = _REFRESH_PAGE_SQL.format(ranked=ranked, where=where, order=REFRESH_QUEUE_ORDER)
+        params = [*ranked_params, *condition_params, limit]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -524,6 +608,7 @@ def refresh_queue(
         "total": rows[0][-1] if rows else 0,
         "limit": limit,
         "definition": definition.as_dict(),
+        "as_of": as_of,
     }
 
 
@@ -536,14 +621,13 @@ SELECT count(*),
 FROM entities_refreshrequest
 WHERE done_at IS NOT NULL AND done_at >= %(since)s AND done_at <= %(now)s
 """
-# The stale-answer rate's counts over the answers asked in [since, now]: all of them, and those that
-# returned a subject entity whose content, as the answer served it, was older than the stale threshold
-# (entity_updated_at < asked_at - days; rows whose content time is unknown count as not stale).
+# The stale-answer rate's counts over the answers asked in [since, now]: all of them, and those whose oldest
+# subject content, as served (subject_content_at), was older than the stale threshold (null: no subject, or
+# its content time unknown: not stale). One index-only scan of (asked_at) INCLUDE (subject_content_at).
 _STALE_ANSWERS_SQL = """
-SELECT (SELECT count(*) FROM entities_answerrecord WHERE asked_at >= %(since)s AND asked_at <= %(now)s),
-       (SELECT count(DISTINCT answer_id) FROM entities_answerrecordentity
-        WHERE asked_at >= %(since)s AND asked_at <= %(now)s AND role = %(subject)s
-          AND entity_updated_at < asked_at - %(days)s * interval '1 day')
+SELECT count(*), count(*) FILTER (WHERE subject_content_at < asked_at - %(days)s * interval '1 day')
+FROM entities_answerrecord
+WHERE asked_at >= %(since)s AND asked_at <= %(now)s
 """
 
 
@@ -562,7 +646,7 @@ def refresh_stats(*, timeframe: str = "7d", now: datetime | None = None) -> dict
     with connection.cursor() as cursor:
         cursor.execute(_REFRESH_DONE_SQL, {"since": since, "now": now})
         done, median, p90 = cursor.fetchone()
-        cursor.execute(_STALE_ANSWERS_SQL, {"since": since, "now": now, "subject": ROLE_SUBJECT, "days": days})
+        cursor.execute(_STALE_ANSWERS_SQL, {"since": since, "now": now, "days": days})
         answers, stale_answers = cursor.fetchone()
     return {
         "timeframe": timeframe,

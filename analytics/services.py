@@ -6,6 +6,7 @@ The statements that move demand (counters, buckets, windows, totals) are in anal
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,14 +14,20 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from analytics.definitions import refresh_priority
 from analytics.demand import query_signals_apply
 from analytics.demo import DEMO_ASKERS, HistoryEntity, demand_history
-from analytics.models import DemandBucket
-from analytics.selectors import refresh_queue, refresh_requests_open
+from analytics.models import DemandBucket, RefreshQueueState
+from analytics.selectors import (
+    REFRESH_QUEUE_ORDER,
+    REFRESH_QUEUE_PAGE_MAX,
+    refresh_queue,
+    refresh_queue_ranked_sql,
+    refresh_requests_open,
+)
 from entities.models import Entity
 from entities.questions import answer_signal_event_id
 from entities.services import past_answers_record
@@ -28,6 +35,8 @@ from kernel.iterables import batched
 from streams.events import MAX_ENTITY_IDS, QuerySignal
 from streams.publisher import update_requests_publish
 from streams.redis import redis_client
+
+logger = logging.getLogger(__name__)
 
 
 def refresh_claim_key(entity_id: uuid.UUID) -> str:
@@ -130,6 +139,57 @@ def stale_entities_refresh_request(
     )
     outcome.skipped_recent += len(queue["entities"]) - len(new_work)
     return outcome
+
+
+# The snapshot keeps the first REFRESH_QUEUE_PAGE_MAX entities of each (entity_type, critical) part of the
+# queue: every page the API and admin can ask for (any filter, limit <= that) is among them, at a tenth of
+# the rows to write (measured at 100,000 entities: 75,000 queued). The counts are over the whole queue.
+_SNAPSHOT_BUILD_SQL = """
+WITH ranked AS MATERIALIZED (SELECT * FROM ({ranked}) AS r),
+kept AS (
+    INSERT INTO analytics_refreshqueueentry
+        (entity_id, entity_type, critical, priority, demand_score, recent_demand, trend_score, age_days)
+    SELECT id, entity_type, critical, priority, demand_score, recent, trend, age_days
+    FROM (
+        SELECT ranked.*, row_number() OVER (PARTITION BY entity_type, critical ORDER BY {order}) AS place
+        FROM ranked
+    ) AS placed
+    WHERE place <= %s
+)
+SELECT entity_type, critical, count(*) FROM ranked GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def refresh_queue_snapshot_build(*, now: datetime | None = None) -> int:
+    """Score the whole refresh queue into analytics_refreshqueueentry (the worker's chore); return its size.
+
+    The queue's own statement (`refresh_queue_ranked_sql`), replaced in one transaction: readers see the
+    previous snapshot until it commits. Concurrent builders (several workers) take turns on the lock.
+    """
+    now = now or timezone.now()
+    definition = refresh_priority()
+    ranked, params = refresh_queue_ranked_sql(definition=definition, now=now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE analytics_refreshqueueentry IN EXCLUSIVE MODE")
+        cursor.execute("DELETE FROM analytics_refreshqueueentry")
+        cursor.execute(
+            _SNAPSHOT_BUILD_SQL.format(ranked=ranked, order=REFRESH_QUEUE_ORDER), [*params, REFRESH_QUEUE_PAGE_MAX]
+        )
+        counts = [list(row) for row in cursor.fetchall()]
+        RefreshQueueState.objects.update_or_create(
+            pk=1, defaults={"computed_at": now, "definition": definition.as_dict(), "counts": counts}
+        )
+    return sum(count for _kind, _critical, count in counts)
+
+
+def refresh_queue_snapshot_chore() -> None:
+    """The worker's chore: rebuild the snapshot (REFRESH_QUEUE_SNAPSHOT_SECONDS; 0 turns it off)."""
+    if settings.REFRESH_QUEUE_SNAPSHOT_SECONDS > 0:
+        started = timezone.now()
+        size = refresh_queue_snapshot_build(now=started)
+        logger.info(
+            "refresh queue: scored %d entities in %.0f ms", size, (timezone.now() - started).total_seconds() * 1000
+        )
 
 
 HISTORY_BATCH = 5000

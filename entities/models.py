@@ -218,6 +218,19 @@ pgtrigger.register(
 )(Entity)
 
 
+# Every writer of answer records (the answer path, the demo's past answers, the benchmark) gets the subject
+# content time here, in one place: the oldest updated_at, not after the answer, of the entities the record's
+# `entities` list as subjects (an entity changed since the answer has an unknown content time and is left out).
+_ANSWER_SUBJECT_CONTENT = """
+    IF NEW.subject_content_at IS NULL THEN
+        SELECT min(e.updated_at) INTO NEW.subject_content_at
+        FROM jsonb_array_elements(NEW.entities) AS item
+        JOIN entities_entity AS e ON e.id = (item->>'id')::uuid
+        WHERE item->>'role' = 'subject' AND e.updated_at <= NEW.asked_at;
+    END IF;
+    RETURN NEW;"""
+
+
 class AnswerRecord(models.Model):
     """One `/api/answer`: what was asked, what came back, and the durable source of its QuerySignals.
 
@@ -243,6 +256,10 @@ class AnswerRecord(models.Model):
     signals_settled = models.BooleanField(default=False)
     # When the signals were last sent (the answer, or a reconciliation's re-send).
     signals_sent_at = models.DateTimeField(default=timezone.now)
+    # The oldest content (updated_at) among the subject entities as the answer served them, set by the
+    # database as the record is written; null when there is none or it is unknown (a past answer recorded
+    # after its entities changed). The stale-answer rate compares it with asked_at.
+    subject_content_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
@@ -262,6 +279,17 @@ class AnswerRecord(models.Model):
                 include=["user", "question", "subject_count"],
                 name="answer_record_question_asked",
             ),
+            # The stale-answer rate of a timeframe, from the index alone.
+            models.Index(fields=["asked_at"], include=["subject_content_at"], name="answer_record_asked_content"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="answer_record_subject_content",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                func=_ANSWER_SUBJECT_CONTENT,
+            ),
         ]
 
     def __str__(self) -> str:
@@ -270,16 +298,6 @@ class AnswerRecord(models.Model):
     @property
     def entity_ids(self) -> list[uuid.UUID]:
         return [uuid.UUID(item["id"]) for item in self.entities]
-
-
-# Every writer of answer rows (the answer path, the demo's past answers, the benchmark) gets the content
-# time from here, in one place: the entity's updated_at when it is not after the answer.
-_ANSWER_ENTITY_CONTENT_TIME = """
-    IF NEW.entity_updated_at IS NULL THEN
-        SELECT e.updated_at INTO NEW.entity_updated_at FROM entities_entity AS e
-        WHERE e.id = NEW.entity_id AND e.updated_at <= NEW.asked_at;
-    END IF;
-    RETURN NEW;"""
 
 
 class AnswerRecordEntity(models.Model):
@@ -297,23 +315,11 @@ class AnswerRecordEntity(models.Model):
     question_normalized = models.TextField()
     role = models.CharField(max_length=16)
     rank = models.PositiveSmallIntegerField()
-    # The entity's updated_at as the answer served it (set by the database as the row is written), for
-    # the stale-answer rate; null when unknown (a past answer recorded after the entity changed).
-    entity_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["entity_id", "asked_at"], include=["question_normalized"], name="answer_entity_asked"),
             models.Index(fields=["asked_at"], name="answer_entity_asked_at"),
-        ]
-        triggers = [
-            pgtrigger.Trigger(
-                name="answer_entity_content_time",
-                level=pgtrigger.Row,
-                when=pgtrigger.Before,
-                operation=pgtrigger.Insert,
-                func=_ANSWER_ENTITY_CONTENT_TIME,
-            ),
         ]
 
     def __str__(self) -> str:

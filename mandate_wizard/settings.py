@@ -246,6 +246,8 @@ REFRESH_CRITICAL_MIN_DEMAND = env.int("REFRESH_CRITICAL_MIN_DEMAND", default=10)
 REFRESH_CRITICAL_DAYS_SINCE_UPDATE = env.int("REFRESH_CRITICAL_DAYS_SINCE_UPDATE", default=30)
 # An entity with an open refresh request younger than this is listed as requested and not requested again.
 REFRESH_REQUEST_REPEAT_HOURS = env.int("REFRESH_REQUEST_REPEAT_HOURS", default=168)
+# The worker scores the whole queue this often into a snapshot the API pages from; 0: score per request.
+REFRESH_QUEUE_SNAPSHOT_SECONDS = env.int("REFRESH_QUEUE_SNAPSHOT_SECONDS", default=60)
 ANALYTICS_STAFF_ONLY = env.bool("ANALYTICS_STAFF_ONLY", default=True)
 
 # Alerts (analytics/alerts.py): the default webhook of every rule (empty: only rules naming their own URL

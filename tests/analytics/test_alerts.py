@@ -350,7 +350,7 @@ def test_a_second_evaluator_at_the_same_moment_skips(rules, receiver):
 
 
 def test_the_default_rules_one_of_each_kind():
-    migration = importlib.import_module("analytics.migrations.0010_alert_rules_default")
+    migration = importlib.import_module("analytics.migrations.0011_alert_rules_default")
     AlertRule.objects.all().delete()
     migration.default_rules_create(global_apps, None)
     migration.default_rules_create(global_apps, None)  # again: nothing doubled

@@ -19,8 +19,11 @@ from django.utils import timezone
 
 from analytics.definitions import hour_floor
 from analytics.demand import demand_windows_roll
+from analytics.models import RefreshQueueEntry
 from analytics.selectors import refresh_queue
-from entities.models import EntityDemand, EntityType, RefreshRequest
+from analytics.services import refresh_queue_snapshot_build
+from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
+from streams.handlers import chores
 from tests.analytics.helpers import NOW, hours_ago, queries_add
 from tests.analytics.test_exports import csv_text
 from tests.entities.factories import EntityFactory
@@ -179,7 +182,7 @@ def test_api_answers_the_selectors_queue(staff_client, live_queue):
     response = staff_client.get(QUEUE_URL, {"limit": 3})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"entities", "total", "limit", "definition"}
+    assert set(body) == {"entities", "total", "limit", "definition", "as_of"}
     assert (body["total"], body["limit"]) == (5, 3)
     assert [row["name"] for row in body["entities"]] == [row["name"] for row in expected_rows(live_queue)][:3]
     assert list(body["entities"][0]) == [
@@ -234,3 +237,44 @@ def test_csv_rows_are_the_json_rows(staff_client, live_queue, params):
     assert [[row[header.index(key)] for key in exact] for row in body] == [
         [csv_text(item[key]) for key in exact] for item in expected
     ]
+
+
+# -- the worker's snapshot ----------------------------------------------------------------------------------
+
+
+def test_the_snapshot_pages_are_the_live_queue_at_its_time(live_queue):
+    scored_at = timezone.now()
+    assert refresh_queue_snapshot_build(now=scored_at) == 5
+    RefreshRequest.objects.create(entity=live_queue["riser"], event_id=uuid.uuid4(), requested_at=scored_at)
+    for params in ({}, {"limit": 2}, {"critical": True}, {"critical": False, "entity_type": "person"}):
+        from_snapshot = refresh_queue(**params)
+        assert from_snapshot["as_of"] == scored_at
+        assert from_snapshot == refresh_queue(**params, now=scored_at), params
+    # Requested flags are read now, not from the snapshot.
+    rows = {row["name"]: row for row in refresh_queue()["entities"]}
+    assert rows["riser"]["refresh_requested_at"] == scored_at
+
+
+def test_the_snapshot_is_not_used_when_old_or_scored_otherwise(live_queue, settings):
+    refresh_queue_snapshot_build(now=timezone.now() - timedelta(seconds=121))
+    assert timezone.now() - refresh_queue()["as_of"] < timedelta(seconds=5)  # two 60 s intervals: too old
+    scored_at = timezone.now()
+    refresh_queue_snapshot_build(now=scored_at)
+    assert refresh_queue()["as_of"] == scored_at
+    settings.REFRESH_WEIGHT_TREND = 0.25
+    assert refresh_queue()["as_of"] != scored_at  # another definition: scored now
+    settings.REFRESH_WEIGHT_TREND = 0.2
+    settings.REFRESH_QUEUE_SNAPSHOT_SECONDS = 0
+    assert refresh_queue()["as_of"] != scored_at
+
+
+def test_the_chore_is_registered_and_rebuilds(live_queue):
+    chore = next(chore for chore in chores() if chore.name == "refresh_queue_snapshot")
+    chore.run()
+    assert RefreshQueueEntry.objects.count() == 5
+    EntityFactory(name="new", updated_at=timezone.now() - timedelta(days=50))
+    Entity.objects.filter(name="hot").update(updated_at=timezone.now())  # refreshed: leaves the queue
+    chore.run()
+    assert set(RefreshQueueEntry.objects.values_list("entity_id", flat=True)) == {
+        live_queue[name].pk for name in ("ancient", "fresh_critical", "riser", "faded")
+    }

@@ -3,6 +3,8 @@ the refresh queue's admin page and dashboard section."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -17,6 +19,7 @@ from entities.models import Entity, EntityDemand, RefreshRequest
 from entities.retrieval import SearchHit
 from entities.services import answer_record_create
 from tests.analytics.helpers import NOW
+from tests.analytics.test_exports import csv_text
 from tests.entities.factories import EntityFactory
 
 pytestmark = pytest.mark.django_db
@@ -118,7 +121,7 @@ def test_stale_threshold_follows_the_setting(answers, settings):
     assert (week["stale_answers"], week["stale_days_since_update"]) == (1, 45)
 
 
-def test_refresh_stats_endpoint(staff_client, user_client):
+def test_refresh_stats_endpoint_and_its_one_row_csv(staff_client, user_client, lifecycle, answers):
     url = "/api/analytics/demand/refresh-stats/"
     body = staff_client.get(url, {"timeframe": "30d"}).json()
     assert body["timeframe"] == "30d"
@@ -126,6 +129,11 @@ def test_refresh_stats_endpoint(staff_client, user_client):
         "timeframe", "open", "open_overdue", "done", "time_to_refresh_median_seconds", "time_to_refresh_p90_seconds",
         "answers", "stale_answers", "stale_answer_rate", "stale_days_since_update",
     }  # fmt: skip
+    response = staff_client.get(url, {"timeframe": "30d", "format": "csv"})
+    assert response["Content-Type"].startswith("text/csv")
+    header, *rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert header == list(body)
+    assert rows == [[csv_text(body[key]) for key in header]]
     bad = staff_client.get(url, {"timeframe": "2d"})
     assert bad.status_code == 400 and "timeframe" in bad.json()["error"]
     assert user_client.get(url).status_code == 403

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('analytics', '0008_bucket_returned'),
+        ('analytics', '0009_refresh_queue_snapshot'),
         ('entities', '0011_answer_record'),
     ]
 

@@ -33,6 +33,6 @@ def default_rules_delete(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("analytics", "0009_alerts")]
+    dependencies = [("analytics", "0010_alerts")]
 
     operations = [migrations.RunPython(default_rules_create, default_rules_delete)]
