@@ -115,12 +115,12 @@ _STATE_FIELDS = (
 )
 
 
-def _rule_evaluate(*, rule: AlertRule, now: datetime, outcome: EvaluationOutcome) -> None:
+def _rule_evaluate(*, rule: AlertRule, now: datetime, pinned: bool, outcome: EvaluationOutcome) -> None:
     # Only what the messages name: an entity's data and text are large.
     states = {state.entity_id: state for state in rule.states.select_related("entity").only(*_STATE_FIELDS)}
     whole = states.get(None)
     observations: list[AlertObservation] = alert_rule_observe(
-        rule=rule, now=now, baseline=whole.baseline if whole else None
+        rule=rule, now=now if pinned else None, baseline=whole.baseline if whole else None
     )
     observed = {observation.entity_id: observation for observation in observations}
     entities = Entity.objects.only(*_ENTITY_FIELDS).in_bulk([key for key in observed if key is not None])
@@ -189,6 +189,8 @@ def alert_rules_evaluate(*, now: datetime | None = None) -> EvaluationOutcome:
     needs an unreachable Redis keeps its state and is listed in `unavailable`. When another process is
     evaluating at the same moment, returns at once with `ran` false.
     """
+    # Unpinned, the measurements may read what the worker keeps current (the refresh queue's snapshot).
+    pinned = now is not None
     now = now or timezone.now()
     outcome = EvaluationOutcome()
     with transaction.atomic():
@@ -199,7 +201,7 @@ def alert_rules_evaluate(*, now: datetime | None = None) -> EvaluationOutcome:
         for rule in AlertRule.objects.filter(enabled=True):
             try:
                 with transaction.atomic():
-                    _rule_evaluate(rule=rule, now=now, outcome=outcome)
+                    _rule_evaluate(rule=rule, now=now, pinned=pinned, outcome=outcome)
             except redis.RedisError as error:
                 logger.warning("alert rule %s not evaluated: Redis unavailable (%s)", rule.name, error)
                 outcome.unavailable.append(rule.name)
@@ -329,5 +331,4 @@ class CheckOutcome:
 
 def alerts_check(*, now: datetime | None = None) -> CheckOutcome:
     """One evaluation, then one round of sending (what `check_alerts` does)."""
-    now = now or timezone.now()
     return CheckOutcome(evaluation=alert_rules_evaluate(now=now), delivery=alert_deliveries_send(now=now))

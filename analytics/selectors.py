@@ -941,6 +941,8 @@ def analytics_status() -> dict:
 # At most this many entities are watched per per-entity rule and evaluation (the most spiking / the
 # refresh queue's first critical ones).
 ALERT_ENTITIES_MAX = 1000
+# The critical stale rule watches a page of the queue's critical tier: the most a snapshot page holds.
+ALERT_CRITICAL_MAX = REFRESH_QUEUE_PAGE_MAX
 
 
 @dataclass(frozen=True)
@@ -970,12 +972,16 @@ def _age_text(age: float | None, bound: int | None) -> str:
     return f", oldest {age:.0f} s" + (f" (limit {bound} s)" if bound is not None else "")
 
 
-def alert_rule_observe(*, rule: AlertRule, now: datetime, baseline: float | None = None) -> list[AlertObservation]:
-    """Measure `rule`'s condition as of `now`.
+def alert_rule_observe(
+    *, rule: AlertRule, now: datetime | None = None, baseline: float | None = None
+) -> list[AlertObservation]:
+    """Measure `rule`'s condition as of `now` (default: the current time).
 
     Per-entity rules return the entities whose condition holds (any other entity's is clear); the
     others return one observation. `baseline`: the dead-letter count dead_letters_grew compares with
     (None: the current count). Pipeline, dead-letter and worker rules read Redis: an outage raises.
+    Unpinned, critical stale reads the refresh queue's snapshot when it is fresh (the worker scores it
+    every REFRESH_QUEUE_SNAPSHOT_SECONDS), as the queue's API does, instead of scoring the queue again.
     """
     kind, threshold = rule.kind, rule.threshold
     if kind == AlertKind.DEMAND_SPIKE:
@@ -992,7 +998,7 @@ def alert_rule_observe(*, rule: AlertRule, now: datetime, baseline: float | None
             for row in rows
         ]
     if kind == AlertKind.CRITICAL_STALE:
-        queue = refresh_queue(critical=True, limit=ALERT_ENTITIES_MAX, now=now)
+        queue = refresh_queue(critical=True, limit=ALERT_CRITICAL_MAX, now=now)
         timeframe = queue["definition"]["demand_timeframe"]
         return [
             AlertObservation(
@@ -1036,7 +1042,7 @@ def alert_rule_observe(*, rule: AlertRule, now: datetime, baseline: float | None
         return [AlertObservation(entity_id=None, value=live, active=live == 0, text=f"{live} live stream workers")]
     if kind == AlertKind.OUTBOX_BACKLOG:
         outbox = outbox_backlog()
-        age = _age_seconds(outbox["oldest_created_at"], now)
+        age = _age_seconds(outbox["oldest_created_at"], now or timezone.now())
         return [
             AlertObservation(
                 entity_id=None,

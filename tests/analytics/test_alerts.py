@@ -21,6 +21,7 @@ from analytics.definitions import hour_floor
 from analytics.demand import demand_windows_roll
 from analytics.models import AlertDelivery, AlertKind, AlertRule, AlertState
 from analytics.selectors import analytics_status, demand_trending
+from analytics.services import refresh_queue_snapshot_build
 from entities.models import Entity
 from kernel.databases import database_url
 from streams.handlers import chores
@@ -290,7 +291,11 @@ def test_critical_stale_fires_for_an_entity_entering_the_tier_and_resolves_when_
     )
     alerts_check()
     assert len(receiver.bodies()) == 1
+    refresh_queue_snapshot_build()  # the worker's chore: the queue scored into its snapshot
     Entity.objects.filter(pk=old.pk).update(updated_at=timezone.now())  # refreshed: out of the queue
+    alerts_check()  # reads the snapshot, as the queue's API does: scored before the refresh
+    assert len(receiver.bodies()) == 1
+    refresh_queue_snapshot_build()
     alerts_check()
     assert [(body["state"], body["entity_id"]) for body in receiver.bodies()][1:] == [("resolved", str(old.pk))]
 
