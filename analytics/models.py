@@ -233,8 +233,8 @@ class RefreshQueueEntry(models.Model):
     """One entity of the refresh queue as scored by the last `refresh_queue_snapshot_build` (the worker's chore).
 
     Derived data: the queue's own statement, materialized every REFRESH_QUEUE_SNAPSHOT_SECONDS, so the
-    API reads a page from an index instead of scoring every stale entity per request. An UNLOGGED table
-    (no WAL; emptied by a crash, absent on replicas): the reader then scores live.
+    API reads a page from an index instead of scoring every stale entity per request. A logged table on
+    purpose: an unlogged one cannot be read on a hot standby, and a read replica may serve analytics.
     """
 
     entity_id = models.UUIDField(primary_key=True)

@@ -35,9 +35,4 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['-critical', '-priority', '-demand_score', 'entity_id'], name='refresh_queue_order'), models.Index(fields=['entity_type', '-critical', '-priority', '-demand_score', 'entity_id'], name='refresh_queue_type_order')],
             },
         ),
-        # Derived data, rebuilt every minute: no WAL for it (a crash empties it; readers then score live).
-        migrations.RunSQL(
-            "ALTER TABLE analytics_refreshqueueentry SET UNLOGGED",
-            reverse_sql="ALTER TABLE analytics_refreshqueueentry SET LOGGED",
-        ),
     ]

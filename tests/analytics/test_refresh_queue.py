@@ -20,7 +20,7 @@ from django.utils import timezone
 from analytics.definitions import hour_floor
 from analytics.demand import demand_windows_roll
 from analytics.models import RefreshQueueEntry
-from analytics.selectors import refresh_queue
+from analytics.selectors import REFRESH_QUEUE_PAGE_MAX, refresh_queue
 from analytics.services import refresh_queue_snapshot_build
 from entities.models import Entity, EntityDemand, EntityType, RefreshRequest
 from streams.handlers import chores
@@ -278,3 +278,22 @@ def test_the_chore_is_registered_and_rebuilds(live_queue):
     assert set(RefreshQueueEntry.objects.values_list("entity_id", flat=True)) == {
         live_queue[name].pk for name in ("ancient", "fresh_critical", "riser", "faded")
     }
+
+
+def test_the_snapshot_keeps_the_first_500_of_each_part_and_counts_all(db):
+    """510 queued people: 500 kept, the total counts 510, and the longest page equals the live one."""
+    now = timezone.now()
+    Entity.objects.bulk_create(
+        [
+            Entity(name=f"p{index:03d}", entity_type="person", updated_at=now - timedelta(days=31, hours=index))
+            for index in range(510)
+        ]
+    )
+    EntityDemand.objects.update(demand_score=7, query_count=7)
+    assert refresh_queue_snapshot_build(now=now) == 510
+    assert RefreshQueueEntry.objects.count() == REFRESH_QUEUE_PAGE_MAX == 500
+    page = refresh_queue(limit=REFRESH_QUEUE_PAGE_MAX)
+    assert (page["as_of"], page["total"], len(page["entities"])) == (now, 510, 500)
+    assert page == refresh_queue(limit=REFRESH_QUEUE_PAGE_MAX, now=now)
+    # The oldest content first (freshness alone differs); the 10 youngest are left out of the snapshot.
+    assert page["entities"][0]["name"] == "p509" and page["entities"][-1]["name"] == "p010"
