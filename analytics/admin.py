@@ -1,5 +1,5 @@
-"""The demand admin: the "Demand dashboard" (stats, top, trending, stale, questions, gaps, 30 days of queries,
-stream health), and demand in the entity store's admin.
+"""The demand admin: the "Demand dashboard" (stats, top, trending, stale, questions, gaps, the refresh lifecycle,
+30 days of queries, stream health), the "Refresh queue" page, and demand in the entity store's admin.
 
 The dashboard shows stats, top, trending, stale (each with a CSV link), 30 days of queries and stream
 health; it is linked from the admin index (`index_template`) and routed in mandate_wizard/urls.py. `DemandEntityAdmin`
@@ -11,18 +11,24 @@ streams.selectors, the same functions the API uses; nothing here re-derives them
 from __future__ import annotations
 
 import logging
+import uuid
 
 import redis
-from django.contrib import admin
-from django.db.models import BooleanField, ExpressionWrapper
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from analytics.apis import QUESTIONS_LIMIT, STALE_LIMIT, TOP_LIMIT, TRENDING_LIMIT
+from analytics.apis import QUESTIONS_LIMIT, REFRESH_QUEUE_LIMIT, STALE_LIMIT, TOP_LIMIT, TRENDING_LIMIT
 from analytics.charts import timeseries_chart
+from analytics.models import AlertDelivery, AlertRule, AlertState
 from analytics.selectors import (
+    ENTITY_TYPES,
     TIMEFRAMES,
     demand_entity,
     demand_stale,
@@ -34,7 +40,10 @@ from analytics.selectors import (
     demand_trending_condition,
     questions_gaps,
     questions_top,
+    refresh_queue,
+    refresh_stats,
 )
+from analytics.services import refresh_requests_publish
 from entities.admin import EntityAdmin
 from entities.models import Entity
 from kernel.replica import replica_reads
@@ -56,6 +65,7 @@ def csv_export_urls(*, timeframe: str) -> dict[str, str]:
         "trending": f"{reverse('analytics-demand-trending')}?format=csv&timeframe={timeframe}"
         f"&limit={TRENDING_LIMIT.maximum}",
         "stale": f"{reverse('analytics-demand-stale')}?format=csv&limit={STALE_LIMIT.maximum}",
+        "refresh_queue": f"{reverse('analytics-demand-refresh-queue')}?format=csv&limit={REFRESH_QUEUE_LIMIT.maximum}",
         "questions_top": f"{reverse('analytics-questions-top')}?format=csv&timeframe={timeframe}"
         f"&limit={QUESTIONS_LIMIT.maximum}",
         "questions_gaps": f"{reverse('analytics-questions-gaps')}?format=csv&timeframe={timeframe}"
@@ -95,6 +105,7 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
             "top": demand_top(limit=DASHBOARD_ROWS, now=now),
             "trending": demand_trending(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
             "stale": demand_stale(limit=DASHBOARD_ROWS, now=now),
+            "refresh": _hours(refresh_stats(timeframe=timeframe, now=now)),
             "top_questions": questions_top(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
             "gaps": questions_gaps(timeframe=timeframe, limit=DASHBOARD_ROWS, now=now),
             "series": series,
@@ -104,6 +115,74 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
 
 
 demand_dashboard_view = admin.site.admin_view(demand_dashboard)
+
+
+def _hours(stats: dict) -> dict:
+    """The refresh stats with the times to refresh in hours too, for display."""
+    for name in ("median", "p90"):
+        seconds = stats[f"time_to_refresh_{name}_seconds"]
+        stats[f"time_to_refresh_{name}_hours"] = None if seconds is None else seconds / 3600
+    return stats
+
+
+REFRESH_QUEUE_ROWS = 100
+
+
+def refresh_queue_page(request: HttpRequest) -> HttpResponse:
+    """The refresh queue (`?entity_type=`, `?critical=true|false`), with a bulk "request refresh" (POST).
+
+    Requesting goes through `refresh_requests_publish`, so entities requested already are skipped; it
+    needs the `entities.request_entity_update` permission, as the entity list's action does.
+    """
+    entity_type = request.GET.get("entity_type") or None
+    if entity_type not in (None, *ENTITY_TYPES):
+        entity_type = None
+    critical = {"true": True, "false": False}.get(request.GET.get("critical", ""))
+    if request.method == "POST":
+        if not request.user.has_perm("entities.request_entity_update"):
+            raise PermissionDenied
+        _queue_request_refresh(request)
+        return HttpResponseRedirect(request.get_full_path())
+    queue = refresh_queue(limit=REFRESH_QUEUE_ROWS, entity_type=entity_type, critical=critical)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Refresh queue",
+        "queue": queue,
+        "entity_types": ENTITY_TYPES,
+        "entity_type": entity_type,
+        "critical": request.GET.get("critical", ""),
+        "can_request": request.user.has_perm("entities.request_entity_update"),
+        "csv_url": f"{reverse('analytics-demand-refresh-queue')}?format=csv&limit={REFRESH_QUEUE_LIMIT.maximum}",
+    }
+    return TemplateResponse(request, "analytics/admin/refresh_queue.html", context)
+
+
+def _queue_request_refresh(request: HttpRequest) -> None:
+    try:
+        entity_ids = [uuid.UUID(raw) for raw in request.POST.getlist("entity_id")]
+    except ValueError:
+        messages.error(request, "The selection holds an id that is not an entity id; nothing was requested.")
+        return
+    if not entity_ids:
+        messages.warning(request, "Select the entities to request a refresh of.")
+        return
+    try:
+        outcome = refresh_requests_publish(entity_ids=entity_ids, source=f"admin:{request.user.get_username()}")
+    except redis.RedisError as error:
+        logger.warning("refresh queue: request refresh failed: %s", error)
+        messages.error(request, f"Nothing was requested: Redis is unreachable ({type(error).__name__}).")
+        return
+    if outcome.lost:
+        messages.error(request, "Nothing more was requested: neither Redis nor the outbox accepted the request.")
+    via = f" ({outcome.outboxed} held in the outbox until Redis is back)" if outcome.outboxed else ""
+    messages.success(
+        request,
+        f"Requested a refresh of {len(outcome.requested)} entities{via}; {outcome.skipped_recent} skipped "
+        "(requested already).",
+    )
+
+
+refresh_queue_view = admin.site.admin_view(refresh_queue_page)
 
 
 class NeedsUpdateFilter(admin.SimpleListFilter):
@@ -191,3 +270,83 @@ class DemandEntityAdmin(EntityAdmin):
 
 admin.site.unregister(Entity)
 admin.site.register(Entity, DemandEntityAdmin)
+
+
+# -- alerts: the rules (edited here), where each stands, and the delivery log ------------------------------
+
+
+class AlertStateInline(admin.TabularInline):
+    model = AlertState
+    fields = ("entity", "firing", "value", "fired_at", "resolved_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request):
+        # The states worth seeing: firing ones, then the most recently fired.
+        return super().get_queryset(request).select_related("entity").order_by("-firing", "-fired_at")
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "kind",
+        "enabled",
+        "threshold",
+        "age_seconds",
+        "timeframe",
+        "cooldown_seconds",
+        "destination",
+        "firing_count",
+        "last_evaluated_at",
+    )
+    list_filter = ("kind", "enabled")
+    list_editable = ("enabled",)
+    readonly_fields = ("last_evaluated_at",)
+    inlines = [AlertStateInline]
+    # A URL typed without a scheme is taken as https (Django 6's default; 5.2 warns without it).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(firing_count=Count("states", filter=Q(states__firing=True)))
+
+    @admin.display(description="webhook")
+    def destination(self, rule: AlertRule) -> str:
+        return rule.webhook_url or ("ALERT_WEBHOOK_URL" if settings.ALERT_WEBHOOK_URL else "none: nothing is sent")
+
+    @admin.display(description="firing", ordering="firing_count")
+    def firing_count(self, rule: AlertRule) -> int:
+        return rule.firing_count
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log: every alert message, its attempts, the last status code and error. Read-only."""
+
+    list_display = (
+        "created_at",
+        "rule",
+        "state",
+        "entity",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "next_attempt_at",
+        "sent_at",
+    )
+    list_filter = ("status", "state", "rule")
+    list_select_related = ("rule", "entity")
+    search_fields = ("payload__text", "last_error")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,4 +1,5 @@
-"""HTTP API of analytics: the demand reports under /api/analytics/demand/ and /api/analytics/status/; thin views.
+"""HTTP API of analytics: the demand reports under /api/analytics/demand/ (with the refresh queue and its
+lifecycle) and /api/analytics/status/; thin views.
 
 Every report reads inside `replica_reads()` (from the replica when DATABASE_REPLICA_URL is set), entered in
 the handler, after authentication, permissions and throttles have read from the primary.
@@ -23,6 +24,7 @@ from analytics.exports import CSV_FORMAT, CsvReportMixin, csv_report_responses
 from analytics.selectors import (
     ENTITY_TYPES,
     INTERVALS,
+    REFRESH_QUEUE_PAGE_MAX,
     TIMEFRAMES,
     analytics_status,
     demand_entity,
@@ -33,6 +35,8 @@ from analytics.selectors import (
     demand_trending,
     questions_gaps,
     questions_top,
+    refresh_queue,
+    refresh_stats,
 )
 from entities.selectors import entity_get
 from kernel.openapi import ERROR_RESPONSES, ErrorSerializer
@@ -284,6 +288,138 @@ class DemandStaleApi(CsvReportMixin, APIView):
         return Response(self.OutputSerializer(data).data)
 
 
+REFRESH_QUEUE_LIMIT = IntParam(
+    "limit", default=50, minimum=1, maximum=REFRESH_QUEUE_PAGE_MAX, description="How many entities (1-500)."
+)
+REFRESH_QUEUE_ENTITY_TYPE = ChoiceParam(
+    "entity_type", choices=ENTITY_TYPES, default=None, description="Only this type."
+)
+REFRESH_QUEUE_CRITICAL = ChoiceParam(
+    "critical",
+    choices=("true", "false"),
+    default=None,
+    description="true: only the critical tier; false: only the rest; absent: both.",
+)
+REFRESH_STATS_TIMEFRAME = ChoiceParam(
+    "timeframe",
+    choices=TIMEFRAMES,
+    default="7d",
+    description="Requests done and answers asked in the last 24, 168 or 720 hours.",
+)
+
+
+class RefreshQueueApi(CsvReportMixin, APIView):
+    """The refresh queue: stale entities by refresh priority (demand, staleness, trend), critical tier first."""
+
+    permission_classes = [AnalyticsAccess]
+    csv_rows = "entities"
+
+    @extend_schema_serializer(component_name="RefreshQueue")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="RefreshQueueEntity")
+        class EntitySerializer(serializers.Serializer):
+            id = serializers.UUIDField()
+            name = serializers.CharField()
+            entity_type = serializers.CharField()
+            priority = serializers.FloatField(help_text="0-1: the weighted sum of demand, freshness and trending.")
+            critical = serializers.BooleanField(help_text="recent_demand >= critical_min_demand and old enough.")
+            demand_score = serializers.IntegerField()
+            recent_demand = serializers.IntegerField(help_text="Queries in the current demand_timeframe window.")
+            days_since_update = serializers.IntegerField()
+            trend_score = serializers.FloatField(help_text="Over trend_timeframe.")
+            last_updated_at = UtcDateTimeField()
+            refresh_requested_at = UtcDateTimeField(
+                allow_null=True, help_text="Latest open refresh request younger than requested_hours; null: new work."
+            )
+
+        @extend_schema_serializer(component_name="RefreshQueueDefinition")
+        class DefinitionSerializer(serializers.Serializer):
+            weight_demand = serializers.FloatField()
+            weight_freshness = serializers.FloatField()
+            weight_trend = serializers.FloatField()
+            demand_timeframe = serializers.CharField()
+            demand_saturation = serializers.IntegerField()
+            freshness_saturation_days = serializers.FloatField()
+            trend_timeframe = serializers.CharField()
+            trend_saturation = serializers.FloatField()
+            stale_min_demand_score = serializers.IntegerField()
+            stale_days_since_update = serializers.IntegerField()
+            critical_min_demand = serializers.IntegerField()
+            critical_days_since_update = serializers.IntegerField()
+            requested_hours = serializers.IntegerField()
+
+        entities = EntitySerializer(many=True)
+        total = serializers.IntegerField(help_text="Entities in the queue with these filters (all pages).")
+        limit = serializers.IntegerField()
+        definition = DefinitionSerializer(help_text="The weights and thresholds in force.")
+        as_of = UtcDateTimeField(
+            help_text="When the priorities were scored: now, or the worker's snapshot (at most two "
+            "REFRESH_QUEUE_SNAPSHOT_SECONDS old)."
+        )
+
+    @extend_schema(
+        summary="Refresh queue",
+        description=(
+            "The stale entities (demand_score >= STALE_MIN_DEMAND_SCORE, updated_at older than "
+            "STALE_DAYS_SINCE_UPDATE days), by priority = weight_demand * min(1, ln(1 + recent) / ln(1 + "
+            "demand_saturation)) + weight_freshness * min(1, max(0, age_days - stale_days) / "
+            "freshness_saturation_days) + weight_trend * min(1, max(0, trend_score) / trend_saturation); the "
+            "critical tier (recent >= critical_min_demand and age >= critical_days_since_update) first, then "
+            "priority desc, demand_score desc, entity id."
+        ),
+        parameters=[
+            REFRESH_QUEUE_LIMIT.openapi(),
+            REFRESH_QUEUE_ENTITY_TYPE.openapi(),
+            REFRESH_QUEUE_CRITICAL.openapi(),
+            CSV_FORMAT,
+        ],
+        responses=csv_report_responses(OutputSerializer),
+    )
+    @replica_reads()
+    def get(self, request):
+        critical = REFRESH_QUEUE_CRITICAL.read(request)
+        queue = refresh_queue(
+            limit=REFRESH_QUEUE_LIMIT.read(request),
+            entity_type=REFRESH_QUEUE_ENTITY_TYPE.read(request),
+            critical=None if critical is None else critical == "true",
+        )
+        return Response(self.OutputSerializer(queue).data)
+
+
+class RefreshStatsApi(CsvReportMixin, APIView):
+    """The refresh lifecycle: open requests, requests done and how long they took, and the stale-answer rate."""
+
+    permission_classes = [AnalyticsAccess]
+    csv_rows = None  # one row
+
+    @extend_schema_serializer(component_name="RefreshStats")
+    class OutputSerializer(serializers.Serializer):
+        timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+        open = serializers.IntegerField(help_text="Refresh requests not done (the entity has not changed since).")
+        open_overdue = serializers.IntegerField(help_text="Open requests older than REFRESH_REQUEST_REPEAT_HOURS.")
+        done = serializers.IntegerField(help_text="Requests done (the entity's content changed) in the timeframe.")
+        time_to_refresh_median_seconds = serializers.FloatField(
+            allow_null=True, help_text="Median of done_at - requested_at over those; null when none."
+        )
+        time_to_refresh_p90_seconds = serializers.FloatField(allow_null=True, help_text="90th percentile (linear).")
+        answers = serializers.IntegerField(help_text="Answers asked in the timeframe.")
+        stale_answers = serializers.IntegerField(
+            help_text="Of those, answers that returned a subject entity whose content was, when answered, older "
+            "than stale_days_since_update days."
+        )
+        stale_answer_rate = serializers.FloatField(allow_null=True, help_text="stale_answers / answers; null: none.")
+        stale_days_since_update = serializers.IntegerField(help_text="The stale threshold (STALE_DAYS_SINCE_UPDATE).")
+
+    @extend_schema(
+        summary="Refresh lifecycle and stale-answer rate",
+        parameters=[REFRESH_STATS_TIMEFRAME.openapi(), CSV_FORMAT],
+        responses=csv_report_responses(OutputSerializer),
+    )
+    @replica_reads()
+    def get(self, request):
+        return Response(self.OutputSerializer(refresh_stats(timeframe=REFRESH_STATS_TIMEFRAME.read(request))).data)
+
+
 @extend_schema_serializer(component_name="DemandWindow")
 class WindowSerializer(serializers.Serializer):
     current_period_queries = serializers.IntegerField()
@@ -485,7 +621,9 @@ class AnalyticsStatusApi(APIView):
             allow_null=True, help_text="Age of the oldest waiting entry, on Redis's clock; null when none waits."
         )
         live_workers = serializers.IntegerField(help_text="Workers whose heartbeat has not expired.")
-        last_alert_evaluation = UtcDateTimeField(allow_null=True, help_text="Always null: alerts do not exist yet.")
+        last_alert_evaluation = UtcDateTimeField(
+            allow_null=True, help_text="When the alert rules were last evaluated (worker or check_alerts); null: never."
+        )
 
     @extend_schema(
         summary="Analytics freshness",

@@ -1,4 +1,5 @@
-"""The demand definitions, each written once: hour buckets, trending windows, trend_score and trending.
+"""The demand definitions, each written once: hour buckets, trending windows, trend_score, trending and the
+refresh queue's priority.
 
 Windows are whole UTC hours. With h0 the start of the current hour and H the timeframe in hours, the
 current window is the buckets of hours [h0 - (H-1)h, h0] and the previous one [h0 - (2H-1)h, h0 - Hh].
@@ -8,9 +9,11 @@ never touches it); readers add h0's bucket (`analytics.selectors`).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 # Trending timeframes: name -> window length in hours. DemandWindow's field suffixes follow the names.
 TIMEFRAME_HOURS = {"1d": 24, "7d": 168, "30d": 720}
@@ -89,3 +92,95 @@ def window_deltas_sql(*, old: str, new: str) -> str:
     FROM analytics_demandbucket
     WHERE {edges}
     GROUP BY entity_id"""  # noqa: S608 - built from constants only
+
+
+@dataclass(frozen=True)
+class RefreshPriority:
+    """The refresh queue's definition: which entities are in it, their priority and the critical tier.
+
+    In the queue: the stale entities (`demand_stale_condition`: demand_score >= stale_min_demand_score and
+    updated_at older than stale_days_since_update days). For each, with
+      recent = queries in the current `demand_timeframe` window (subject count, as every demand report),
+      age    = days since updated_at (fractional),
+      trend  = trend_score over `trend_timeframe`:
+    demand    = min(1, ln(1 + recent) / ln(1 + demand_saturation))
+    freshness = min(1, max(0, age - stale_days_since_update) / freshness_saturation_days)
+    trending  = min(1, max(0, trend) / trend_saturation)
+    priority  = weight_demand * demand + weight_freshness * freshness + weight_trend * trending
+    critical  = recent >= critical_min_demand and age >= critical_days_since_update.
+    Order: critical first, then priority desc, demand_score desc, entity id. An entity with an open refresh
+    request (done_at null) younger than requested_hours is listed as requested and not requested again.
+    """
+
+    weight_demand: float
+    weight_freshness: float
+    weight_trend: float
+    demand_timeframe: str
+    demand_saturation: int
+    freshness_saturation_days: float
+    trend_timeframe: str
+    trend_saturation: float
+    stale_min_demand_score: int
+    stale_days_since_update: int
+    critical_min_demand: int
+    critical_days_since_update: int
+    requested_hours: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def requested_since(self, now: datetime) -> datetime:
+        """Open refresh requests made at or after this moment count as "requested"."""
+        return now - timedelta(hours=self.requested_hours)
+
+    def priority_sql(self, *, recent: str, age_days: str, trend: str) -> str:
+        """The priority as SQL over three column expressions (recent queries, age in days, trend_score).
+
+        All float8: numeric arithmetic (what ln(1.0 + bigint) would be) is ten times slower over a queue of
+        tens of thousands of entities.
+        """
+
+        def num(value: float) -> str:
+            return f"{float(value)!r}::float8"
+
+        demand = f"least(1.0::float8, ln(1.0::float8 + {recent}) / ln({num(1 + self.demand_saturation)}))"
+        beyond = f"greatest(0.0::float8, {age_days} - {num(self.stale_days_since_update)})"
+        freshness = f"least(1.0::float8, {beyond} / {num(self.freshness_saturation_days)})"
+        trending = f"least(1.0::float8, greatest(0.0::float8, {trend}) / {num(self.trend_saturation)})"
+        return (
+            f"({num(self.weight_demand)} * {demand} + {num(self.weight_freshness)} * {freshness}"
+            f" + {num(self.weight_trend)} * {trending})"
+        )
+
+    def critical_sql(self, *, recent: str, age_days: str) -> str:
+        """The critical tier as a SQL condition over the same expressions."""
+        return f"({recent} >= {int(self.critical_min_demand)} AND {age_days} >= {int(self.critical_days_since_update)})"
+
+
+def refresh_priority(*, min_demand_score: int | None = None, days_since_update: int | None = None) -> RefreshPriority:
+    """The refresh queue's definition in force (settings); the stale criteria may be overridden."""
+    default_score, default_days = stale_criteria()
+    definition = RefreshPriority(
+        weight_demand=settings.REFRESH_WEIGHT_DEMAND,
+        weight_freshness=settings.REFRESH_WEIGHT_FRESHNESS,
+        weight_trend=settings.REFRESH_WEIGHT_TREND,
+        demand_timeframe=settings.REFRESH_DEMAND_TIMEFRAME,
+        demand_saturation=settings.REFRESH_DEMAND_SATURATION,
+        freshness_saturation_days=settings.REFRESH_FRESHNESS_SATURATION_DAYS,
+        trend_timeframe=settings.REFRESH_TREND_TIMEFRAME,
+        trend_saturation=settings.REFRESH_TREND_SATURATION,
+        stale_min_demand_score=default_score if min_demand_score is None else min_demand_score,
+        stale_days_since_update=default_days if days_since_update is None else days_since_update,
+        critical_min_demand=settings.REFRESH_CRITICAL_MIN_DEMAND,
+        critical_days_since_update=settings.REFRESH_CRITICAL_DAYS_SINCE_UPDATE,
+        requested_hours=settings.REFRESH_REQUEST_REPEAT_HOURS,
+    )
+    for name in ("demand_timeframe", "trend_timeframe"):
+        if getattr(definition, name) not in TIMEFRAME_HOURS:
+            raise ImproperlyConfigured(f"REFRESH_{name.upper()} must be one of {', '.join(TIMEFRAME_HOURS)}")
+    for name in ("demand_saturation", "freshness_saturation_days", "trend_saturation"):
+        if getattr(definition, name) <= 0:
+            raise ImproperlyConfigured(f"REFRESH_{name.upper()} must be positive")
+    if min(definition.weight_demand, definition.weight_freshness, definition.weight_trend) < 0:
+        raise ImproperlyConfigured("REFRESH_WEIGHT_* must not be negative")
+    return definition

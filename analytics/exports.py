@@ -1,7 +1,8 @@
 """CSV exports of the analytics reports: `?format=csv` on a report view (djangorestframework-csv's renderer).
 
 A report view inherits `CsvReportMixin` and names the list inside its JSON envelope (`csv_rows`); that list
-becomes the rows, its item serializer's fields the header, in their order. Everything else (parameters,
+becomes the rows, its item serializer's fields the header, in their order. A report that is one object
+(`csv_rows = None`, e.g. refresh-stats) is one row under its own fields. Everything else (parameters,
 their validation, the selector) is the JSON view's. Errors (bad parameters, 401/403, 503) and OPTIONS stay JSON.
 """
 
@@ -41,7 +42,7 @@ class ReportCsvRenderer(CSVRenderer):
         renderer_context = renderer_context or {}
         view = renderer_context["view"]
         context = {**renderer_context, "header": view.csv_header()}
-        return super().render(data[view.csv_rows], media_type, context)
+        return super().render([data] if view.csv_rows is None else data[view.csv_rows], media_type, context)
 
     def flatten_item(self, item):
         if isinstance(item, bool):
@@ -52,10 +53,12 @@ class ReportCsvRenderer(CSVRenderer):
 class CsvReportMixin:
     """`?format=csv` for an APIView whose `OutputSerializer` has the list field named by `csv_rows`."""
 
-    csv_rows: str
+    csv_rows: str | None
     renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, ReportCsvRenderer]
 
     def csv_header(self) -> list[str]:
+        if self.csv_rows is None:
+            return list(self.OutputSerializer().fields)
         return list(self.OutputSerializer().fields[self.csv_rows].child.fields)
 
     def perform_content_negotiation(self, request, force=False):

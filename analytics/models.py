@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pgtrigger
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.expressions import RawSQL
@@ -225,3 +227,190 @@ DEMAND_TOTALS_TRIGGERS = (
     ),
 )
 pgtrigger.register(*DEMAND_TOTALS_TRIGGERS)(EntityDemand)
+
+
+class RefreshQueueEntry(models.Model):
+    """One entity of the refresh queue as scored by the last `refresh_queue_snapshot_build` (the worker's chore).
+
+    Derived data: the queue's own statement, materialized every REFRESH_QUEUE_SNAPSHOT_SECONDS, so the
+    API reads a page from an index instead of scoring every stale entity per request. A logged table on
+    purpose: an unlogged one cannot be read on a hot standby, and a read replica may serve analytics.
+    """
+
+    entity_id = models.UUIDField(primary_key=True)
+    entity_type = models.CharField(max_length=32)
+    critical = models.BooleanField()
+    priority = models.FloatField()
+    demand_score = models.BigIntegerField()
+    recent_demand = models.BigIntegerField()
+    trend_score = models.FloatField()
+    age_days = models.FloatField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-critical", "-priority", "-demand_score", "entity_id"], name="refresh_queue_order"),
+            models.Index(
+                fields=["entity_type", "-critical", "-priority", "-demand_score", "entity_id"],
+                name="refresh_queue_type_order",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refresh queue: {self.entity_id} {self.priority:.3f}"
+
+
+class RefreshQueueState(models.Model):
+    """One row (id 1): when the refresh queue snapshot was scored, with which definition, and its size per
+    (entity_type, critical) as [[entity_type, critical, count], ...] (a page's total without a count)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    computed_at = models.DateTimeField()
+    definition = models.JSONField()
+    counts = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"refresh queue scored at {self.computed_at}"
+
+
+# -- alerts -------------------------------------------------------------------------------------------------
+
+
+class AlertKind(models.TextChoices):
+    """What a rule watches; analytics.selectors.alert_rule_observe measures each (docs/operations.md)."""
+
+    DEMAND_SPIKE = "demand_spike", "Demand spike (per entity: trend score in the timeframe above the threshold)"
+    CRITICAL_STALE = "critical_stale", "Critical stale (per entity: in the refresh queue's critical tier)"
+    PIPELINE_LAG = "pipeline_lag", "Pipeline lag (entries waiting above the threshold, or the oldest older than age)"
+    DEAD_LETTERS_GREW = "dead_letters_grew", "Dead letters grew (by more than the threshold since last clear)"
+    NO_LIVE_WORKER = "no_live_worker", "No live worker (no stream worker heartbeat)"
+    OUTBOX_BACKLOG = "outbox_backlog", "Outbox backlog (events waiting above the threshold, or older than age)"
+
+
+# Webhooks are plain HTTP(S) URLs (never file:, ftp: or anything else urllib could open).
+WEBHOOK_SCHEMES = ("http", "https")
+# Rules that keep one state, and alert, per entity.
+ALERT_PER_ENTITY_KINDS = frozenset({AlertKind.DEMAND_SPIKE, AlertKind.CRITICAL_STALE})
+
+
+class AlertRule(models.Model):
+    """A condition watched every minute; it alerts once when it becomes true (firing) and once when it
+    clears (resolved), and not again within `cooldown_seconds` of its last firing.
+
+    `threshold`, `age_seconds` and `timeframe` mean what the kind says (AlertKind). Deliveries go to
+    `webhook_url`, else to the ALERT_WEBHOOK_URL setting; with neither, nothing is sent.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=32, choices=AlertKind.choices)
+    enabled = models.BooleanField(default=True)
+    threshold = models.FloatField(null=True, blank=True)
+    age_seconds = models.PositiveIntegerField(null=True, blank=True)
+    timeframe = models.CharField(
+        max_length=8, blank=True, choices=[(timeframe, timeframe) for timeframe in TIMEFRAME_HOURS]
+    )
+    cooldown_seconds = models.PositiveIntegerField(default=3600)
+    webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        validators=[URLValidator(schemes=WEBHOOK_SCHEMES)],
+        help_text="Empty: the ALERT_WEBHOOK_URL setting.",
+    )
+    last_evaluated_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def per_entity(self) -> bool:
+        return self.kind in ALERT_PER_ENTITY_KINDS
+
+    def clean(self) -> None:
+        needs = {
+            AlertKind.DEMAND_SPIKE: ("threshold", "timeframe"),
+            AlertKind.PIPELINE_LAG: ("threshold",),
+            AlertKind.DEAD_LETTERS_GREW: ("threshold",),
+            AlertKind.OUTBOX_BACKLOG: ("threshold",),
+        }.get(self.kind, ())
+        missing = {name: "This kind of rule needs it." for name in needs if getattr(self, name) in (None, "")}
+        if missing:
+            raise ValidationError(missing)
+
+
+class AlertEvaluation(models.Model):
+    """One row (id 1): when the rules were last evaluated, with or without any rule (the status endpoint)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    evaluated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"alerts evaluated at {self.evaluated_at}"
+
+
+class AlertState(models.Model):
+    """Where a rule stands, for one entity (per-entity rules) or as a whole (`entity` null).
+
+    `firing` until the condition clears; `fired_at` is the last firing sent (the cooldown counts from
+    it); `value` the value measured when it last fired or resolved; `baseline` what dead_letters_grew
+    compares with (the count when last seen clear).
+    """
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="states")
+    entity = models.ForeignKey("entities.Entity", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    firing = models.BooleanField(default=False)
+    value = models.FloatField(null=True, blank=True)
+    baseline = models.FloatField(null=True, blank=True)
+    fired_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "entity"], name="alert_state_once", nulls_distinct=False),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} {self.entity_id or '-'} {'firing' if self.firing else 'clear'}"
+
+
+class AlertDelivery(models.Model):
+    """One alert message to one webhook: the outbox the sender reads and the delivery log the admin shows.
+
+    Written by the evaluation in its transaction; sent later, outside the worker's counting loop.
+    `pending` until a POST gets a 2xx (`sent`) or the attempts run out or the receiver refuses it for
+    good (`failed`); `next_attempt_at` is when it may be tried (again).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    class State(models.TextChoices):
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="deliveries")
+    entity = models.ForeignKey("entities.Entity", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    state = models.CharField(max_length=8, choices=State.choices)
+    url = models.URLField(max_length=500)
+    payload = models.JSONField()
+    created_at = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "alert deliveries"
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="alert_delivery_pending_due")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payload.get('text', '')} → {self.status}"

@@ -1,4 +1,5 @@
-"""Reads of demand: stats, top, trending, stale, one entity's demand and its timeseries. They only read.
+"""Reads of demand: stats, top, trending, stale, the refresh queue and its lifecycle, one entity's demand and its
+timeseries. They only read.
 
 The stored windows are relative to the hour the worker last rolled them to; a reader whose hour differs
 (the worker stopped, an hour just closed, a pinned `now`) computes the difference on the fly from the
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
@@ -29,17 +30,28 @@ from analytics.definitions import (
     TIMEFRAME_HOURS,
     WINDOW_COLUMNS,
     WINDOW_SPAN_HOURS,
+    RefreshPriority,
     hour_floor,
+    refresh_priority,
     stale_criteria,
     trend_score_sql,
     trending_sql,
     window_deltas_sql,
     window_sums_sql,
 )
-from analytics.models import DemandBucket, DemandTotal, DemandWindowState
+from analytics.models import (
+    AlertEvaluation,
+    AlertKind,
+    AlertRule,
+    DemandBucket,
+    DemandTotal,
+    DemandWindowState,
+    RefreshQueueState,
+)
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
+from kernel.iterables import batched
 from kernel.replica import read_connection
-from streams.selectors import stream_waiting, workers_live
+from streams.selectors import dead_letter_length, outbox_backlog, pipeline_streams, stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
 INTERVALS = ("day", "hour")
@@ -325,8 +337,13 @@ def demand_trending_count(*, timeframe: str = "7d", now: datetime | None = None)
         return cursor.fetchone()[0]
 
 
-def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
-    """Trending entities by trend_score desc, then current-window queries desc, then name."""
+def demand_trending(
+    *, timeframe: str = "7d", limit: int = 10, now: datetime | None = None, trend_score_above: float | None = None
+) -> list[dict]:
+    """Trending entities by trend_score desc, then current-window queries desc, then name.
+
+    `trend_score_above`: only those whose trend_score is above it (the demand spike alert).
+    """
     h0 = hour_floor(now or timezone.now())
     windows = demand_windows_sql(h0=h0)
     stored_current, stored_previous = f"w.current_{timeframe}", f"w.previous_{timeframe}"
@@ -338,12 +355,13 @@ def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | N
         candidates AS (
             SELECT entity_id, cur, prev FROM live_open
             WHERE {trending_sql(current="cur", previous="prev", minimum="%(min)s")}
+              AND {trend_score_sql(current="cur", previous="prev")} > %(above)s
             UNION ALL
             (
                 SELECT w.entity_id, {stored_current}, {stored_previous}
                 FROM {windows} AS w
                 WHERE {trending_sql(current=stored_current, previous=stored_previous, minimum="%(min)s")}
-                  AND {_NOT_OPEN}
+                  AND w.trend_score_{timeframe} > %(above)s AND {_NOT_OPEN}
                 ORDER BY w.trend_score_{timeframe} DESC, {stored_current} DESC
                 FETCH FIRST %(limit)s ROWS WITH TIES
             )
@@ -362,7 +380,9 @@ def demand_trending(*, timeframe: str = "7d", limit: int = 10, now: datetime | N
         LIMIT %(limit)s
     """  # noqa: S608 - column names come from TIMEFRAME_HOURS only
     with read_connection().cursor() as cursor:
-        cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES, "limit": limit})
+        # Without a bound every trending entity qualifies (a trending one is rising: its score is > 0).
+        above = float("-inf") if trend_score_above is None else trend_score_above
+        cursor.execute(sql, {"h0": h0, "min": settings.TRENDING_MIN_QUERIES, "limit": limit, "above": above})
         rows = cursor.fetchall()
     return [
         {
@@ -404,6 +424,245 @@ def demand_stale(
         {**row, "last_updated_at": row["updated_at"], "days_since_update": (now - row.pop("updated_at")).days}
         for row in rows
     ]
+
+
+def refresh_requests_open(*, definition: RefreshPriority, now: datetime) -> QuerySet[RefreshRequest]:
+    """The open refresh requests that mark their entity as requested: done_at null, made within requested_hours."""
+    return RefreshRequest.objects.filter(done_at__isnull=True, requested_at__gte=definition.requested_since(now))
+
+
+# The queue scored in one statement: the stale entities (the ORM's `demand_stale_condition`, compiled;
+# narrow columns only, so wide entity rows are read for a page alone), their live windows (stored + open
+# hour), priority and tier. All arithmetic is float8 (numeric made it several times slower at 100,000
+# entities), and the order ends on the entity id so a page is a top-N sort or an index range.
+_REFRESH_RANKED_SQL = """
+WITH candidates AS ({candidates}),
+scored AS (
+    SELECT c.id, c.entity_type, c.demand_score, {recent} AS recent, {trend} AS trend,
+           date_part('epoch', %s::timestamptz - c.updated_at) / 86400.0::float8 AS age_days
+    FROM candidates AS c(id, updated_at, demand_score, entity_type)
+    LEFT JOIN {windows} AS w ON w.entity_id = c.id
+    LEFT JOIN analytics_demandbucket AS o ON o.entity_id = c.id AND o.hour = %s
+)
+SELECT id, entity_type, demand_score, recent, trend, age_days, {priority} AS priority, {critical} AS critical
+FROM scored
+"""
+REFRESH_QUEUE_ORDER = "critical DESC, priority DESC, demand_score DESC, id"
+# The longest page the snapshot serves (the API's maximum limit); longer ones are scored live.
+REFRESH_QUEUE_PAGE_MAX = 500
+
+# A page of the live queue, with the total, from the ranked rows materialized once.
+_REFRESH_PAGE_SQL = """
+WITH ranked AS MATERIALIZED (SELECT * FROM ({ranked}) AS r {where}),
+page AS (SELECT * FROM ranked ORDER BY {order} LIMIT %s)
+SELECT p.id, e.name, e.entity_type, e.updated_at, p.demand_score, p.recent, p.trend, p.age_days, p.priority,
+       p.critical, (SELECT count(*) FROM ranked) AS total
+FROM page AS p JOIN entities_entity AS e ON e.id = p.id
+ORDER BY {order}
+"""
+# A page of the scored snapshot (analytics_refreshqueueentry), from its order index; the total comes from
+# the counts stored with it.
+_REFRESH_SNAPSHOT_PAGE_SQL = """
+WITH page AS (
+    SELECT entity_id AS id, demand_score, recent_demand AS recent, trend_score AS trend, age_days, priority, critical
+    FROM analytics_refreshqueueentry {where}
+    ORDER BY {order} LIMIT %s
+)
+SELECT p.id, e.name, e.entity_type, e.updated_at, p.demand_score, p.recent, p.trend, p.age_days, p.priority,
+       p.critical, %s AS total
+FROM page AS p JOIN entities_entity AS e ON e.id = p.id
+ORDER BY {order}
+"""
+
+
+def refresh_queue_ranked_sql(
+    *, definition: RefreshPriority, now: datetime, entity_type: str | None = None
+) -> tuple[str, list]:
+    """The queue's statement: (SQL, params) of every queued entity, scored as of `now`, unordered.
+
+    Columns: id, entity_type, demand_score, recent, trend, age_days, priority, critical. The live queue
+    and the snapshot (`analytics.services.refresh_queue_snapshot_build`) both run it.
+    """
+    stale = demand_stale_condition(
+        now=now,
+        min_demand_score=definition.stale_min_demand_score,
+        days_since_update=definition.stale_days_since_update,
+    )
+    candidates = Entity.objects.filter(stale)
+    if entity_type is not None:
+        # The demand row's copy of the type: the candidates then need only narrow columns.
+        candidates = candidates.filter(demand__entity_type=entity_type)
+    candidates_sql, candidates_params = (
+        candidates.order_by().values_list("id", "updated_at", "demand__demand_score", "demand__entity_type")
+    ).query.sql_with_params()
+    h0 = hour_floor(now)
+    recent, _previous = _live_window_sql(definition.demand_timeframe)
+    trend_current, trend_previous = _live_window_sql(definition.trend_timeframe)
+    sql = _REFRESH_RANKED_SQL.format(
+        candidates=candidates_sql,
+        recent=recent,
+        trend=trend_score_sql(current=trend_current, previous=trend_previous),
+        windows=demand_windows_sql(h0=h0),
+        priority=definition.priority_sql(recent="recent", age_days="age_days", trend="trend"),
+        critical=definition.critical_sql(recent="recent", age_days="age_days"),
+    )
+    return sql, [*candidates_params, now, h0]
+
+
+def _refresh_snapshot(definition: RefreshPriority, now: datetime) -> tuple[datetime, list] | None:
+    """(scored at, counts) of the snapshot if it may answer for `now`: scored with this definition, recently."""
+    if settings.REFRESH_QUEUE_SNAPSHOT_SECONDS <= 0:
+        return None
+    state = RefreshQueueState.objects.filter(pk=1).values_list("computed_at", "definition", "counts").first()
+    if state is None:
+        return None
+    computed_at, scored_with, counts = state
+    # Two intervals: one chore may be late by a batch; after that the worker is not running.
+    fresh = now - computed_at <= timedelta(seconds=2 * settings.REFRESH_QUEUE_SNAPSHOT_SECONDS)
+    return (computed_at, counts) if fresh and computed_at <= now and scored_with == definition.as_dict() else None
+
+
+def refresh_queue(
+    *,
+    limit: int | None = 50,
+    entity_type: str | None = None,
+    critical: bool | None = None,
+    min_demand_score: int | None = None,
+    days_since_update: int | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """The refresh queue: stale entities by the priority of `analytics.definitions.RefreshPriority`.
+
+    `critical` True/False keeps only the critical tier or only the rest; `limit` None gives the whole
+    queue (request_stale_updates). Returns {"entities", "total" (the whole queue with these filters),
+    "limit", "definition" (the weights and thresholds in force), "as_of" (when the priorities were scored)}.
+
+    Without a pinned `now`, a page comes from the snapshot the worker scores every
+    REFRESH_QUEUE_SNAPSHOT_SECONDS with the same statement (at most two intervals old; `as_of` says when);
+    otherwise, and for the whole queue or other stale criteria, it is scored now. Requested flags
+    (refresh_requested_at) are always read now.
+    """
+    pinned = now is not None
+    now = now or timezone.now()
+    definition = refresh_priority(min_demand_score=min_demand_score, days_since_update=days_since_update)
+    conditions, condition_params = [], []
+    if critical is not None:
+        conditions.append("critical = %s")
+        condition_params.append(critical)
+    snapshot = None
+    if (
+        not pinned
+        and limit is not None
+        and limit <= REFRESH_QUEUE_PAGE_MAX
+        and min_demand_score is None
+        and days_since_update is None
+    ):
+        snapshot = _refresh_snapshot(definition, now)
+    if snapshot is not None:
+        as_of, counts = snapshot
+        if entity_type is not None:
+            conditions.append("entity_type = %s")
+            condition_params.append(entity_type)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        total = sum(
+            count
+            for kind, is_critical, count in counts
+            if entity_type in (None, kind) and critical in (None, is_critical)
+        )
+        sql = _REFRESH_SNAPSHOT_PAGE_SQL.format(where=where, order=REFRESH_QUEUE_ORDER)
+        params = [*condition_params, limit, total]
+    else:
+        as_of = now
+        ranked, ranked_params = refresh_queue_ranked_sql(definition=definition, now=now, entity_type=entity_type)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = _REFRESH_PAGE_SQL.format(ranked=ranked, where=where, order=REFRESH_QUEUE_ORDER)
+        params = [*ranked_params, *condition_params, limit]
+    with read_connection().cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    requested: dict[uuid.UUID, datetime] = {}
+    open_requests = refresh_requests_open(definition=definition, now=now)
+    for ids in batched([row[0] for row in rows], 10_000):
+        requested.update(
+            open_requests.filter(entity_id__in=ids)
+            .values("entity_id")
+            .annotate(latest=Max("requested_at"))
+            .values_list("entity_id", "latest")
+        )
+    entities = [
+        {
+            "id": entity_id,
+            "name": name,
+            "entity_type": kind,
+            "priority": priority,
+            "critical": is_critical,
+            "demand_score": demand_score,
+            "recent_demand": recent_queries,
+            "days_since_update": int(age_days),
+            "trend_score": trend,
+            "last_updated_at": updated_at,
+            "refresh_requested_at": requested.get(entity_id),
+        }
+        for (entity_id, name, kind, updated_at, demand_score, recent_queries, trend, age_days, priority, is_critical,
+             _total) in rows
+    ]  # fmt: skip
+    return {
+        "entities": entities,
+        "total": rows[0][-1] if rows else 0,
+        "limit": limit,
+        "definition": definition.as_dict(),
+        "as_of": as_of,
+    }
+
+
+# Time to refresh of the requests done in [since, now], in seconds: count, median and p90 (percentile_cont,
+# linear interpolation), served by the partial index of done requests.
+_REFRESH_DONE_SQL = """
+SELECT count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM (done_at - requested_at))),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM (done_at - requested_at)))
+FROM entities_refreshrequest
+WHERE done_at IS NOT NULL AND done_at >= %(since)s AND done_at <= %(now)s
+"""
+# The stale-answer rate's counts over the answers asked in [since, now]: all of them, and those whose oldest
+# subject content, as served (subject_content_at), was older than the stale threshold (null: no subject, or
+# its content time unknown: not stale). One index-only scan of (asked_at) INCLUDE (subject_content_at).
+_STALE_ANSWERS_SQL = """
+SELECT count(*), count(*) FILTER (WHERE subject_content_at < asked_at - %(days)s * interval '1 day')
+FROM entities_answerrecord
+WHERE asked_at >= %(since)s AND asked_at <= %(now)s
+"""
+
+
+def refresh_stats(*, timeframe: str = "7d", now: datetime | None = None) -> dict:
+    """The refresh lifecycle over the timeframe: open requests, requests done and their time to refresh, and
+    the stale-answer rate (the share of answers that served a stale subject entity)."""
+    if timeframe not in TIMEFRAME_HOURS:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    now = now or timezone.now()
+    since = now - timedelta(hours=TIMEFRAME_HOURS[timeframe])
+    definition = refresh_priority()
+    _score, days = stale_criteria()
+    open_requests = RefreshRequest.objects.filter(done_at__isnull=True).aggregate(
+        open=Count("pk"), overdue=Count("pk", filter=Q(requested_at__lt=definition.requested_since(now)))
+    )
+    with read_connection().cursor() as cursor:
+        cursor.execute(_REFRESH_DONE_SQL, {"since": since, "now": now})
+        done, median, p90 = cursor.fetchone()
+        cursor.execute(_STALE_ANSWERS_SQL, {"since": since, "now": now, "days": days})
+        answers, stale_answers = cursor.fetchone()
+    return {
+        "timeframe": timeframe,
+        "open": open_requests["open"],
+        "open_overdue": open_requests["overdue"],
+        "done": done,
+        "time_to_refresh_median_seconds": median,
+        "time_to_refresh_p90_seconds": p90,
+        "answers": answers,
+        "stale_answers": stale_answers,
+        "stale_answer_rate": stale_answers / answers if answers else None,
+        "stale_days_since_update": days,
+    }
 
 
 def demand_windows(*, entity_id: uuid.UUID, now: datetime | None = None) -> dict[str, dict]:
@@ -665,7 +924,8 @@ def analytics_status() -> dict:
     `last_counted_event_at` is the newest `last_queried_at`: the time of the newest question the counters
     include (served by the demand_last_queried_desc index; the inbox's processed_at would need a scan of
     its BRIN-indexed rows and also holds UpdateRequests). Waiting entries are the QuerySignal stream's.
-    `last_alert_evaluation` is None until alerts exist. Reads Redis: a Redis outage raises.
+    `last_alert_evaluation` is when the alert rules were last evaluated (None: never). Reads Redis: a
+    Redis outage raises.
     """
     waiting = stream_waiting(stream=settings.STREAM_QUERY_SIGNALS)
     return {
@@ -675,5 +935,124 @@ def analytics_status() -> dict:
         "entries_pending": waiting["pending"],
         "oldest_waiting_age_seconds": waiting["oldest_waiting_age_seconds"],
         "live_workers": len(workers_live()),
-        "last_alert_evaluation": None,
+        "last_alert_evaluation": AlertEvaluation.objects.filter(pk=1).values_list("evaluated_at", flat=True).first(),
     }
+
+
+# -- alerts -----------------------------------------------------------------------------------------------
+
+# At most this many entities are watched per per-entity rule and evaluation (the most spiking / the
+# refresh queue's first critical ones).
+ALERT_ENTITIES_MAX = 1000
+# The critical stale rule watches a page of the queue's critical tier: the most a snapshot page holds.
+ALERT_CRITICAL_MAX = REFRESH_QUEUE_PAGE_MAX
+
+
+@dataclass(frozen=True)
+class AlertObservation:
+    """What a rule measured for one entity (per-entity rules) or as a whole (`entity_id` None).
+
+    `active`: the rule's condition holds. `text` describes the measurement in one line.
+    """
+
+    entity_id: uuid.UUID | None
+    value: float
+    active: bool
+    text: str
+
+
+def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
+    return None if moment is None else max(0.0, (now - moment).total_seconds())
+
+
+def _older_than(age: float | None, bound: int | None) -> bool:
+    return age is not None and bound is not None and age > bound
+
+
+def _age_text(age: float | None, bound: int | None) -> str:
+    if age is None:
+        return ""
+    return f", oldest {age:.0f} s" + (f" (limit {bound} s)" if bound is not None else "")
+
+
+def alert_rule_observe(
+    *, rule: AlertRule, now: datetime | None = None, baseline: float | None = None
+) -> list[AlertObservation]:
+    """Measure `rule`'s condition as of `now` (default: the current time).
+
+    Per-entity rules return the entities whose condition holds (any other entity's is clear); the
+    others return one observation. `baseline`: the dead-letter count dead_letters_grew compares with
+    (None: the current count). Pipeline, dead-letter and worker rules read Redis: an outage raises.
+    Unpinned, critical stale reads the refresh queue's snapshot when it is fresh (the worker scores it
+    every REFRESH_QUEUE_SNAPSHOT_SECONDS), as the queue's API does, instead of scoring the queue again.
+    """
+    kind, threshold = rule.kind, rule.threshold
+    if kind == AlertKind.DEMAND_SPIKE:
+        rows = demand_trending(timeframe=rule.timeframe, limit=ALERT_ENTITIES_MAX, now=now, trend_score_above=threshold)
+        return [
+            AlertObservation(
+                entity_id=row["id"],
+                value=row["trend_score"],
+                active=True,
+                text=f"{row['name']} ({row['entity_type']}): trend score {row['trend_score']:.1f} over"
+                f" {rule.timeframe} (threshold {threshold:g}), {row['current_period_queries']} queries against"
+                f" {row['previous_period_queries']} in the window before",
+            )
+            for row in rows
+        ]
+    if kind == AlertKind.CRITICAL_STALE:
+        queue = refresh_queue(critical=True, limit=ALERT_CRITICAL_MAX, now=now)
+        timeframe = queue["definition"]["demand_timeframe"]
+        return [
+            AlertObservation(
+                entity_id=row["id"],
+                value=float(row["recent_demand"]),
+                active=True,
+                text=f"{row['name']} ({row['entity_type']}) is critically stale: {row['recent_demand']:.0f} queries"
+                f" in {timeframe}, last updated {row['days_since_update']} days ago, refresh priority"
+                f" {row['priority']:.2f}",
+            )
+            for row in queue["entities"]
+        ]
+    if kind == AlertKind.PIPELINE_LAG:
+        streams = [stream_waiting(stream=stream) for stream in pipeline_streams()]
+        waiting = sum(stream["waiting"] for stream in streams)
+        ages = [stream["oldest_waiting_age_seconds"] for stream in streams if stream["oldest_waiting_age_seconds"]]
+        age = max(ages) if ages else None
+        return [
+            AlertObservation(
+                entity_id=None,
+                value=waiting,
+                active=waiting > threshold or _older_than(age, rule.age_seconds),
+                text=f"{waiting} stream entries not yet counted (threshold {threshold:g})"
+                + _age_text(age, rule.age_seconds),
+            )
+        ]
+    if kind == AlertKind.DEAD_LETTERS_GREW:
+        length = dead_letter_length()
+        since = length if baseline is None else baseline
+        return [
+            AlertObservation(
+                entity_id=None,
+                value=length,
+                active=length - since > threshold,
+                text=f"{length} dead letters, {length - since:g} more than the {since:g} when last clear"
+                f" (threshold {threshold:g})",
+            )
+        ]
+    if kind == AlertKind.NO_LIVE_WORKER:
+        live = len(workers_live())
+        return [AlertObservation(entity_id=None, value=live, active=live == 0, text=f"{live} live stream workers")]
+    if kind == AlertKind.OUTBOX_BACKLOG:
+        outbox = outbox_backlog()
+        age = _age_seconds(outbox["oldest_created_at"], now or timezone.now())
+        return [
+            AlertObservation(
+                entity_id=None,
+                value=outbox["backlog"],
+                active=outbox["backlog"] > threshold or _older_than(age, rule.age_seconds),
+                text=f"{outbox['backlog']} events waiting in the outbox (threshold {threshold:g})"
+                + _age_text(age, rule.age_seconds),
+            )
+        ]
+    raise ValueError(f"unknown alert kind {kind!r}")

@@ -9,6 +9,8 @@ from analytics.apis import (
     DemandTrendingApi,
     QuestionsGapsApi,
     QuestionsTopApi,
+    RefreshQueueApi,
+    RefreshStatsApi,
 )
 
 urlpatterns = [
@@ -16,6 +18,8 @@ urlpatterns = [
     path("top/", DemandTopApi.as_view(), name="analytics-demand-top"),
     path("trending/", DemandTrendingApi.as_view(), name="analytics-demand-trending"),
     path("stale/", DemandStaleApi.as_view(), name="analytics-demand-stale"),
+    path("refresh-queue/", RefreshQueueApi.as_view(), name="analytics-demand-refresh-queue"),
+    path("refresh-stats/", RefreshStatsApi.as_view(), name="analytics-demand-refresh-stats"),
     path("entity/<str:entity_id>/", DemandEntityApi.as_view(), name="analytics-demand-entity"),
     path("entity/<str:entity_id>/timeseries/", DemandTimeseriesApi.as_view(), name="analytics-demand-timeseries"),
 ]

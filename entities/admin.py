@@ -125,13 +125,43 @@ class EntityAdmin(admin.ModelAdmin):
 admin.site.register(Entity, EntityAdmin)
 
 
+class RefreshStatusFilter(admin.SimpleListFilter):
+    """Open (the entity's content has not changed since the request) or done."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return (("open", "Open"), ("done", "Done"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(done_at__isnull=True)
+        if self.value() == "done":
+            return queryset.filter(done_at__isnull=False)
+        return queryset
+
+
 @admin.register(RefreshRequest)
 class RefreshRequestAdmin(admin.ModelAdmin):
-    list_display = ("entity", "requested_at", "source", "event_id")
+    list_display = ("entity", "requested_at", "status", "done_at", "time_to_refresh", "source", "event_id")
+    list_filter = (RefreshStatusFilter, "source")
     list_select_related = ("entity",)
     search_fields = ("entity__name", "source")
-    readonly_fields = ("entity", "event_id", "source", "requested_at")
+    readonly_fields = ("entity", "event_id", "source", "requested_at", "done_at", "time_to_refresh")
     date_hierarchy = "requested_at"
+
+    @admin.display(description="status", ordering="done_at")
+    def status(self, request_row: RefreshRequest) -> str:
+        return "open" if request_row.done_at is None else "done"
+
+    @admin.display(description="time to refresh")
+    def time_to_refresh(self, request_row: RefreshRequest) -> str:
+        elapsed = request_row.time_to_refresh
+        if elapsed is None:
+            return "-"
+        hours = elapsed.total_seconds() / 3600
+        return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pgtrigger
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
@@ -139,23 +140,95 @@ class EntityEmbedding(models.Model):
         return f"embedding of {self.entity_id}"
 
 
+# The refresh lifecycle, written once, in the database: a refresh request is *open* until the entity's
+# content changes (updated_at moves, which imports and admin edits do only for a real content change)
+# after the request; then it is *done*, done_at = the new updated_at. Two triggers, so every
+# writer of entities (import, admin, any future one) closes requests the same way, in its own
+# transaction: one on entity updates, and one for a request recorded after the content already changed
+# (the worker records a request when it processes it, which may be after an edit that answered it).
+_REFRESH_DONE_ON_ENTITY_UPDATE = """
+    UPDATE entities_refreshrequest AS r SET done_at = n.updated_at
+    FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+    WHERE r.entity_id = n.id AND r.done_at IS NULL
+      AND n.updated_at IS DISTINCT FROM o.updated_at AND n.updated_at > r.requested_at;
+    RETURN NULL;"""
+_REFRESH_DONE_ON_INSERT = """
+    IF NEW.done_at IS NULL THEN
+        SELECT e.updated_at INTO NEW.done_at FROM entities_entity AS e
+        WHERE e.id = NEW.entity_id AND e.updated_at > NEW.requested_at;
+    END IF;
+    RETURN NEW;"""
+
+
 class RefreshRequest(models.Model):
-    """One `refresh` UpdateRequest for one entity: the data team's to-do list, driven by demand."""
+    """One `refresh` UpdateRequest for one entity: the data team's to-do list, driven by demand.
+
+    Open (done_at null) until the entity's content changes after requested_at; then done, and
+    done_at - requested_at is its time to refresh. The database sets done_at (the triggers above).
+    """
 
     entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="refresh_requests")
     event_id = models.UUIDField()
     source = models.CharField(max_length=SOURCE_MAX_LENGTH, blank=True)
     requested_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at"]
         constraints = [
             models.UniqueConstraint(fields=["event_id", "entity"], name="refresh_request_once_per_event"),
         ]
-        indexes = [models.Index(fields=["entity", "-requested_at"], name="refresh_request_entity_recent")]
+        indexes = [
+            models.Index(fields=["entity", "-requested_at"], name="refresh_request_entity_recent"),
+            # The open requests (few): the queue's "requested" lookup and the open count.
+            models.Index(
+                fields=["entity", "-requested_at"],
+                condition=models.Q(done_at__isnull=True),
+                name="refresh_request_open",
+            ),
+            models.Index(fields=["done_at"], condition=models.Q(done_at__isnull=False), name="refresh_request_done"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="refresh_request_done_if_changed",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                func=_REFRESH_DONE_ON_INSERT,
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"refresh {self.entity_id} at {self.requested_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def time_to_refresh(self):
+        return None if self.done_at is None else self.done_at - self.requested_at
+
+
+pgtrigger.register(
+    pgtrigger.Trigger(
+        name="refresh_requests_done_on_change",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Update,
+        referencing=pgtrigger.Referencing(old="old_rows", new="new_rows"),
+        func=_REFRESH_DONE_ON_ENTITY_UPDATE,
+    )
+)(Entity)
+
+
+# Every writer of answer records (the answer path, the demo's past answers, the benchmark) gets the subject
+# content time here, in one place: the oldest updated_at, not after the answer, of the entities the record's
+# `entities` list as subjects (an entity changed since the answer has an unknown content time and is left out).
+_ANSWER_SUBJECT_CONTENT = """
+    IF NEW.subject_content_at IS NULL THEN
+        SELECT min(e.updated_at) INTO NEW.subject_content_at
+        FROM jsonb_array_elements(NEW.entities) AS item
+        JOIN entities_entity AS e ON e.id = (item->>'id')::uuid
+        WHERE item->>'role' = 'subject' AND e.updated_at <= NEW.asked_at;
+    END IF;
+    RETURN NEW;"""
 
 
 class AnswerRecord(models.Model):
@@ -183,6 +256,10 @@ class AnswerRecord(models.Model):
     signals_settled = models.BooleanField(default=False)
     # When the signals were last sent (the answer, or a reconciliation's re-send).
     signals_sent_at = models.DateTimeField(default=timezone.now)
+    # The oldest content (updated_at) among the subject entities as the answer served them, set by the
+    # database as the record is written; null when there is none or it is unknown (a past answer recorded
+    # after its entities changed). The stale-answer rate compares it with asked_at.
+    subject_content_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
@@ -201,6 +278,17 @@ class AnswerRecord(models.Model):
                 fields=["question_normalized", "asked_at"],
                 include=["user", "question", "subject_count"],
                 name="answer_record_question_asked",
+            ),
+            # The stale-answer rate of a timeframe, from the index alone.
+            models.Index(fields=["asked_at"], include=["subject_content_at"], name="answer_record_asked_content"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="answer_record_subject_content",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                func=_ANSWER_SUBJECT_CONTENT,
             ),
         ]
 

@@ -244,7 +244,31 @@ DEMAND_BUCKET_RETENTION_DAYS = env.int("DEMAND_BUCKET_RETENTION_DAYS", default=9
 TRENDING_MIN_QUERIES = env.int("TRENDING_MIN_QUERIES", default=3)
 STALE_MIN_DEMAND_SCORE = env.int("STALE_MIN_DEMAND_SCORE", default=5)
 STALE_DAYS_SINCE_UPDATE = env.int("STALE_DAYS_SINCE_UPDATE", default=30)
+# The refresh queue's priority (analytics.definitions.RefreshPriority; docs/analytics.md#refresh-queue).
+REFRESH_WEIGHT_DEMAND = env.float("REFRESH_WEIGHT_DEMAND", default=0.5)
+REFRESH_WEIGHT_FRESHNESS = env.float("REFRESH_WEIGHT_FRESHNESS", default=0.3)
+REFRESH_WEIGHT_TREND = env.float("REFRESH_WEIGHT_TREND", default=0.2)
+REFRESH_DEMAND_TIMEFRAME = env.str("REFRESH_DEMAND_TIMEFRAME", default="30d")
+REFRESH_DEMAND_SATURATION = env.int("REFRESH_DEMAND_SATURATION", default=100)
+REFRESH_FRESHNESS_SATURATION_DAYS = env.float("REFRESH_FRESHNESS_SATURATION_DAYS", default=90.0)
+REFRESH_TREND_TIMEFRAME = env.str("REFRESH_TREND_TIMEFRAME", default="7d")
+REFRESH_TREND_SATURATION = env.float("REFRESH_TREND_SATURATION", default=5.0)
+REFRESH_CRITICAL_MIN_DEMAND = env.int("REFRESH_CRITICAL_MIN_DEMAND", default=10)
+REFRESH_CRITICAL_DAYS_SINCE_UPDATE = env.int("REFRESH_CRITICAL_DAYS_SINCE_UPDATE", default=30)
+# An entity with an open refresh request younger than this is listed as requested and not requested again.
+REFRESH_REQUEST_REPEAT_HOURS = env.int("REFRESH_REQUEST_REPEAT_HOURS", default=168)
+# The worker scores the whole queue this often into a snapshot the API pages from; 0: score per request.
+REFRESH_QUEUE_SNAPSHOT_SECONDS = env.int("REFRESH_QUEUE_SNAPSHOT_SECONDS", default=60)
 ANALYTICS_STAFF_ONLY = env.bool("ANALYTICS_STAFF_ONLY", default=True)
+
+# Alerts (analytics/alerts.py): the default webhook of every rule (empty: only rules naming their own URL
+# send anything), the per-request timeout, and the retries of a failed delivery (backoff doubles).
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("ALERT_WEBHOOK_URL must be an http:// or https:// URL.")
+ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=5.0)
+ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=5)
+ALERT_DELIVERY_BACKOFF_SECONDS = env.float("ALERT_DELIVERY_BACKOFF_SECONDS", default=30.0)
 
 # Web /metrics: off (404), staff (staff login or "Authorization: Bearer METRICS_TOKEN"), any (public).
 METRICS_ACCESS = env.str("METRICS_ACCESS", default="staff")

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from analytics.admin import demand_dashboard_view
+from analytics.admin import demand_dashboard_view, refresh_queue_view
 from analytics.apis import AnalyticsStatusApi
 from analytics.urls import question_urlpatterns
 from entities.answer_apis import AnswerApi
@@ -27,6 +27,8 @@ API_ROOT_LINKS = {
     "analytics-demand-top": "analytics-demand-top",
     "analytics-demand-trending": "analytics-demand-trending",
     "analytics-demand-stale": "analytics-demand-stale",
+    "analytics-demand-refresh-queue": "analytics-demand-refresh-queue",
+    "analytics-demand-refresh-stats": "analytics-demand-refresh-stats",
     "analytics-questions-top": "analytics-questions-top",
     "analytics-questions-gaps": "analytics-questions-gaps",
     "analytics-status": "analytics-status",
@@ -51,6 +53,7 @@ class ApiRootView(APIView):
 
 urlpatterns = [
     path("admin/demand-dashboard/", demand_dashboard_view, name="admin-demand-dashboard"),
+    path("admin/refresh-queue/", refresh_queue_view, name="admin-refresh-queue"),
     path("admin/", admin.site.urls),
     path("auth/login", LoginApi.as_view(), name="auth-login"),
     path("auth/refresh", RefreshApi.as_view(), name="auth-refresh"),

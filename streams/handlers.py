@@ -49,13 +49,16 @@ class Chore:
     """Periodic work of the domain, run by the worker between batches.
 
     It runs every `interval` seconds, or, with `key`, whenever `key()` returns a new value (e.g. the
-    current hour).
+    current hour). With `thread`, it runs in a thread of its own instead, every `interval` seconds, so
+    work that waits on something slow (another server) never holds up a batch; the worker starts
+    those threads only when asked to (`StreamWorker(chore_threads=True)`, as `run_stream_worker` does).
     """
 
     name: str
     run: Callable[[], object]
     interval: float = 60.0
     key: Callable[[], Hashable] | None = None
+    thread: bool = False
 
 
 _handlers: dict[str, BatchHandler] = {}

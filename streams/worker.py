@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +25,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, reset_queries
 
 from streams.events import InvalidEvent, event_parse, heartbeat_fields, heartbeat_key
-from streams.handlers import BatchHandler, batch_handlers, chores
+from streams.handlers import BatchHandler, Chore, batch_handlers, chores
 from streams.metrics import worker_batch_observe
 from streams.redis import redis_client
 from streams.selectors import pipeline_streams
@@ -158,6 +159,7 @@ class StreamWorker:
         claim_idle_ms: int = 60_000,
         stop_requested: Callable[[], bool] = lambda: False,
         read_ahead: bool = False,
+        chore_threads: bool = False,
     ) -> None:
         self.consumer = consumer or default_consumer_name()
         # Registration order is lock order (streams.handlers); it is fixed for the worker's life.
@@ -183,6 +185,11 @@ class StreamWorker:
         # (Redis and Python work overlap PostgreSQL's). Never touches the database.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="stream-read-ahead") if read_ahead else None
         self._ahead: Future[ParsedBatch | None] | None = None
+        # Chores registered with thread=True run in threads of their own, started by the first
+        # housekeeping; without chore_threads they do not run in this worker at all.
+        self._chore_threads_wanted = chore_threads
+        self._chore_threads: list[threading.Thread] = []
+        self._chore_threads_stop = threading.Event()
 
     # -- setup and housekeeping ---------------------------------------------------------------------------
 
@@ -299,7 +306,11 @@ class StreamWorker:
             pruned = inbox_prune()
             if pruned:
                 logger.info("inbox: pruned %d old event ids", pruned)
+        if self._chore_threads_wanted and not self._chore_threads:
+            self.chore_threads_start()
         for chore in chores():
+            if chore.thread:
+                continue
             if chore.key is not None:
                 key = chore.key()
                 if key == self._chore_keys.get(chore.name):
@@ -308,6 +319,39 @@ class StreamWorker:
                 self._chore_keys[chore.name] = key
             elif self._due_now(f"chore:{chore.name}", chore.interval):
                 chore.run()
+
+    def chore_threads_start(self) -> None:
+        """Start one thread per chore registered with thread=True (each runs until chore_threads_stop)."""
+        for chore in chores():
+            if chore.thread:
+                thread = threading.Thread(
+                    target=self._chore_thread, args=(chore,), name=f"chore-{chore.name}", daemon=True
+                )
+                thread.start()
+                self._chore_threads.append(thread)
+
+    def chore_threads_stop(self, *, timeout: float = 10.0) -> None:
+        """Ask the chore threads to stop and wait up to `timeout` seconds for each to finish its run."""
+        self._chore_threads_stop.set()
+        for thread in self._chore_threads:
+            thread.join(timeout)
+
+    def _chore_thread(self, chore: Chore) -> None:
+        """Run `chore` every `interval` seconds until asked to stop. A failed run is logged and retried at
+        the next interval (the thread is the chore's only runner here, so it must not die of one error);
+        the thread's own database connection is closed when it ends."""
+        try:
+            while not self._chore_threads_stop.is_set():
+                try:
+                    chore.run()
+                except Exception:
+                    logger.exception("chore %s failed; running it again in %.0f s", chore.name, chore.interval)
+                    with contextlib.suppress(DatabaseError):
+                        connection.close()
+                self._chore_threads_stop.wait(chore.interval)
+        finally:
+            with contextlib.suppress(DatabaseError):
+                connection.close()
 
     # -- the unit of work ---------------------------------------------------------------------------------
 

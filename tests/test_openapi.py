@@ -75,6 +75,8 @@ def test_the_tested_schema_is_the_one_served(client):
         "/api/analytics/demand/top/",
         "/api/analytics/demand/trending/",
         "/api/analytics/demand/stale/",
+        "/api/analytics/demand/refresh-queue/",
+        "/api/analytics/demand/refresh-stats/",
         "/api/analytics/demand/entity/{entity_id}/",
         "/api/analytics/demand/entity/{entity_id}/timeseries/",
     }

@@ -191,6 +191,11 @@ def _service(blueprint: dict, kind: str) -> dict:
     return matches[0]
 
 
+def _service_named(blueprint: dict, name: str) -> dict:
+    (service,) = [s for s in blueprint["services"] if s["name"] == name]
+    return service
+
+
 def _env(blueprint: dict, service: dict) -> dict[str, dict]:
     """The service's variables by key, with its env groups' variables merged in."""
     groups = {g["name"]: g for g in blueprint.get("envVarGroups", [])}
@@ -238,7 +243,7 @@ def test_worker_runs_the_stream_worker(blueprint):
 
 
 def test_daily_cron_requests_stale_updates_and_prunes(blueprint):
-    cron = _service(blueprint, "cron")
+    cron = _service_named(blueprint, "mandate-wizard-daily")
     commands = [shlex.split(part) for part in cron["startCommand"].split("&&")]
     assert [c[:3] for c in commands] == [
         ["python", "manage.py", "request_stale_updates"],
@@ -247,15 +252,26 @@ def test_daily_cron_requests_stale_updates_and_prunes(blueprint):
     assert len(cron["schedule"].split()) == 5
 
 
+def test_alerts_cron_checks_alerts_every_five_minutes_beside_the_worker(blueprint):
+    """The worker evaluates every minute while it lives; the cron still reports a dead or stopped worker."""
+    cron = _service_named(blueprint, "mandate-wizard-alerts")
+    assert (cron["type"], cron["schedule"]) == ("cron", "*/5 * * * *")
+    assert shlex.split(cron["startCommand"]) == ["python", "manage.py", "check_alerts"]
+    for service in (cron, _service(blueprint, "worker")):
+        assert _env(blueprint, service)["ALERT_WEBHOOK_URL"] == {"key": "ALERT_WEBHOOK_URL", "sync": False}
+
+
 def test_key_value_never_evicts_and_is_closed_to_the_internet(blueprint):
     kv = _service(blueprint, "keyvalue")
     assert kv["maxmemoryPolicy"] == "noeviction"
     assert kv["ipAllowList"] == []
 
 
-@pytest.mark.parametrize("kind", ["web", "worker", "cron"])
-def test_services_are_wired_to_the_database_and_key_value(blueprint, kind):
-    env = _env(blueprint, _service(blueprint, kind))
+@pytest.mark.parametrize(
+    "name", ["mandate-wizard-web", "mandate-wizard-worker", "mandate-wizard-daily", "mandate-wizard-alerts"]
+)
+def test_services_are_wired_to_the_database_and_key_value(blueprint, name):
+    env = _env(blueprint, _service_named(blueprint, name))
     database = blueprint["databases"][0]
     assert env["DATABASE_URL"]["fromDatabase"] == {"name": database["name"], "property": "connectionString"}
     kv = _service(blueprint, "keyvalue")

@@ -130,6 +130,7 @@ def test_dashboard_links_the_csv_exports_and_they_download(admin_client, demand_
         "/api/analytics/questions/top/?format=csv&timeframe=1d&limit=100",
         "/api/analytics/questions/gaps/?format=csv&timeframe=1d&limit=100",
         "/api/analytics/demand/stale/?format=csv&limit=100",
+        "/api/analytics/demand/refresh-queue/?format=csv&limit=500",
     ]
     for link in links:
         # The admin's session signs the download in.

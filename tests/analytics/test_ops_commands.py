@@ -17,6 +17,7 @@ from django.utils import timezone
 from analytics.definitions import hour_floor
 from analytics.demand import demand_buckets_add
 from analytics.models import DemandBucket
+from analytics.selectors import refresh_queue
 from analytics.services import refresh_claim_key
 from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
 from entities.retrieval import SearchHit
@@ -72,7 +73,7 @@ def test_request_stale_updates_dry_run_changes_nothing(stale_state, redis_client
     assert not redis_client.keys("mandate_wizard:refresh_claimed:*")
 
 
-def test_request_stale_updates_publishes_once_per_entity_per_day(stale_state, redis_client, worker):
+def test_request_stale_updates_publishes_once_per_entity_while_requested(stale_state, redis_client, worker):
     output = run("request_stale_updates")
     assert output.startswith("Requested a refresh of 2 stale entities (demand_score >= 5, not updated for 30 days)")
     assert _requested_ids(redis_client) == [[str(stale_state["a"].pk), str(stale_state["e"].pk)]]
@@ -101,6 +102,35 @@ def test_request_stale_updates_limit_and_criteria(stale_state, redis_client):
     output = run("request_stale_updates", "--min-demand-score", "3", "--days-since-update", "30")
     assert output.startswith("Requested a refresh of 2 stale entities (demand_score >= 3")
     assert _requested_ids(redis_client)[-1] == [str(stale_state["e"].pk), str(stale_state["b"].pk)]
+
+
+def test_request_stale_updates_takes_the_refresh_queues_order(redis_client):
+    """Not demand order: the critical tier first, then priority (analytics.selectors.refresh_queue)."""
+    now = timezone.now()
+    h0 = hour_floor(now)
+    # big: the most demand, all of it 40 days ago (no recent demand), content 31 days old: lowest priority.
+    # critical: 12 queries this week, content 35 days old. old: 6 recent queries, content 300 days old.
+    big = EntityFactory(name="big", updated_at=now - timedelta(days=31))
+    critical = EntityFactory(name="critical", updated_at=now - timedelta(days=35))
+    old = EntityFactory(name="old", updated_at=now - timedelta(days=300))
+    for entity, hours_ago, count in ((big, 24 * 40, 90), (critical, 3, 12), (old, 50, 6)):
+        demand_buckets_add(counts={(entity.pk, h0 - timedelta(hours=hours_ago)): count})
+        EntityDemand.objects.filter(pk=entity.pk).update(demand_score=count, query_count=count)
+    queue = [row["id"] for row in refresh_queue(limit=None)["entities"]]
+    assert queue == [critical.pk, old.pk, big.pk]
+    dry = run("request_stale_updates", "--dry-run")
+    assert dry.splitlines()[1:] == [f"  {entity_id}" for entity_id in queue]
+    run("request_stale_updates")
+    assert _requested_ids(redis_client) == [[str(entity_id) for entity_id in queue]]
+
+
+def test_request_stale_updates_requests_an_entity_again_once_its_request_is_old(stale_state, redis_client, settings):
+    """d's open request (2 h old) marks it requested; with REFRESH_REQUEST_REPEAT_HOURS=1 it is new work again."""
+    settings.REFRESH_REQUEST_REPEAT_HOURS = 1
+    output = run("request_stale_updates")
+    assert output.startswith("Requested a refresh of 3 stale entities")
+    assert "0 skipped (requested in the last 1 h)" in output
+    assert _requested_ids(redis_client) == [[str(stale_state[name].pk) for name in ("d", "a", "e")]]
 
 
 def test_request_stale_updates_rejects_bad_options(stale_state):

@@ -1,4 +1,4 @@
-"""`manage.py request_stale_updates`: ask for refreshes where demand is, at most once per entity per day."""
+"""`manage.py request_stale_updates`: request refreshes of the refresh queue's entities, in the queue's order."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ def _positive(value: str) -> int:
 
 class Command(BaseCommand):
     help = (
-        "Publish `refresh` UpdateRequests for stale, in-demand entities (demand_score >= --min-demand-score and "
-        "content older than --days-since-update days), most demanded first. An entity requested in the last "
-        "24 hours is skipped, so running this hourly or daily is safe."
+        "Publish `refresh` UpdateRequests for the refresh queue's entities (stale: demand_score >= "
+        "--min-demand-score and content older than --days-since-update days), in the queue's order: the "
+        "critical tier first, then by priority. An entity with an open refresh request younger than "
+        "REFRESH_REQUEST_REPEAT_HOURS is skipped, so running this hourly or daily is safe."
     )
 
     def add_arguments(self, parser):
@@ -55,10 +56,10 @@ class Command(BaseCommand):
                 f"{len(outcome.requested)} were requested before that."
             )
         criteria = f"demand_score >= {options['min_demand_score']}, not updated for {options['days_since_update']} days"
+        skipped = f"{outcome.skipped_recent} skipped (requested in the last {settings.REFRESH_REQUEST_REPEAT_HOURS} h)"
         if options["dry_run"]:
             self.stdout.write(
-                f"Dry run: would request a refresh of {len(outcome.requested)} stale entities ({criteria}); "
-                f"{outcome.skipped_recent} skipped (requested in the last 24 h)."
+                f"Dry run: would request a refresh of {len(outcome.requested)} stale entities ({criteria}); {skipped}."
             )
             for entity_id in outcome.requested[:20]:
                 self.stdout.write(f"  {entity_id}")
@@ -66,6 +67,5 @@ class Command(BaseCommand):
         via = f", {outcome.outboxed} via the outbox" if outcome.outboxed else ""
         self.stdout.write(
             f"Requested a refresh of {len(outcome.requested)} stale entities ({criteria}) in "
-            f"{len(outcome.event_ids)} UpdateRequest(s){via}; {outcome.skipped_recent} skipped "
-            "(requested in the last 24 h)."
+            f"{len(outcome.event_ids)} UpdateRequest(s){via}; {skipped}."
         )

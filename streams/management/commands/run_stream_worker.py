@@ -76,6 +76,7 @@ class Command(BaseCommand):
             claim_idle_ms=options["claim_idle_ms"],
             stop_requested=lambda: stopping,
             read_ahead=True,
+            chore_threads=True,
         )
         if options["metrics_port"]:
             worker_metrics_serve(port=options["metrics_port"])
@@ -107,6 +108,7 @@ class Command(BaseCommand):
         except (StopRequested, redis.RedisError, DatabaseError) as error:
             # Still pending for this consumer: a restart under the same name, or a claim, takes them.
             logger.warning("stopping with a batch read ahead still pending: %s", error or type(error).__name__)
+        worker.chore_threads_stop()
         with contextlib.suppress(redis.RedisError):
             worker.heartbeat_clear()
         stats = worker.stats
