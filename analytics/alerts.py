@@ -332,3 +332,15 @@ class CheckOutcome:
 def alerts_check(*, now: datetime | None = None) -> CheckOutcome:
     """One evaluation, then one round of sending (what `check_alerts` does)."""
     return CheckOutcome(evaluation=alert_rules_evaluate(now=now), delivery=alert_deliveries_send(now=now))
+
+
+def alert_deliveries_prune(*, now: datetime | None = None) -> int:
+    """Delete sent and failed deliveries created before ALERT_DELIVERY_RETENTION_DAYS; return how many.
+
+    Pending deliveries are kept whatever their age: they are still owed to a receiver.
+    """
+    cutoff = (now or timezone.now()) - timedelta(days=settings.ALERT_DELIVERY_RETENTION_DAYS)
+    deleted, _ = (
+        AlertDelivery.objects.filter(created_at__lt=cutoff).exclude(status=AlertDelivery.Status.PENDING).delete()
+    )
+    return deleted

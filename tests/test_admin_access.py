@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 
+from analytics.models import AlertRule
 from entities.models import RefreshRequest
 from tests.entities.factories import EntityFactory, UserFactory
 
@@ -126,3 +127,19 @@ def test_entity_name_is_one_line_and_data_a_json_editor(client):
     assert b"Enter a valid JSON" in response.content
     entity.refresh_from_db()
     assert entity.data == {"b": [1, 2]}
+
+
+def test_an_analyst_reads_the_alert_rules_and_delivery_log_but_cannot_change_a_rule(analyst, client):
+    rule = AlertRule.objects.create(name="Lag in this test", kind="pipeline_lag", threshold=100)
+    client.force_login(analyst)
+    index = client.get("/admin/")
+    assert b"/admin/analytics/alertrule/" in index.content
+    assert b"/admin/analytics/alertdelivery/" in index.content
+    assert client.get("/admin/analytics/alertdelivery/").status_code == 200
+    page = client.get(f"/admin/analytics/alertrule/{rule.pk}/change/")
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    threshold = rule.threshold
+    response = client.post(f"/admin/analytics/alertrule/{rule.pk}/change/", {"name": rule.name, "threshold": "1"})
+    assert response.status_code == 403
+    rule.refresh_from_db()
+    assert rule.threshold == threshold

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from analytics.definitions import hour_floor
 from analytics.demand import demand_buckets_add
-from analytics.models import DemandBucket
+from analytics.models import AlertDelivery, AlertRule, DemandBucket
 from analytics.selectors import refresh_queue
 from analytics.services import refresh_claim_key
 from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
@@ -244,11 +244,25 @@ def test_prune_demand_data_drops_what_is_past_retention():
         answer_record_create(
             question="q", hits=[], user_id=None, latency_ms=1, composer="x", asked_at=now - timedelta(days=days)
         )
+    rule = AlertRule.objects.first()
+    for days, status in ((91, "sent"), (91, "failed"), (91, "pending"), (89, "sent")):
+        created = now - timedelta(days=days)
+        AlertDelivery.objects.create(
+            rule=rule,
+            state="firing",
+            url="http://127.0.0.1:9/",
+            payload={"text": "t"},
+            created_at=created,
+            status=status,
+            next_attempt_at=created,
+        )
     assert run("prune_demand_data") == (
-        "Pruned 2 demand buckets (retention 90 days), 2 inbox event ids (retention 7 days) and "
-        "1 answer records (retention 90 days).\n"
+        "Pruned 2 demand buckets (retention 90 days), 2 inbox event ids (retention 7 days), "
+        "1 answer records (retention 90 days) and 2 alert deliveries (retention 90 days).\n"
     )
     assert DemandBucket.objects.count() == 1
     assert ProcessedEvent.objects.count() == 1
     assert AnswerRecord.objects.count() == 1
+    # An old pending delivery is still owed to its receiver; the recent one is inside the retention.
+    assert sorted(AlertDelivery.objects.values_list("status", flat=True)) == ["pending", "sent"]
     assert run("prune_demand_data").startswith("Pruned 0 demand buckets")
