@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -118,7 +118,7 @@ class WorkerProcess:
         database: str | None = None,
         redis_url: str | None = None,
         args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.log_path = log_dir / f"worker-{consumer}-{uuid.uuid4().hex[:6]}.log"
         env = {
