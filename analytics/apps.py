@@ -17,6 +17,7 @@ class AnalyticsConfig(AppConfig):
             query_signal_batch_apply,
             query_signal_batch_prepare,
         )
+        from analytics.services import QUESTION_ROLL_SETTLE, question_windows_roll
 
         batch_handler_register(
             BatchHandler(
@@ -32,3 +33,11 @@ class AnalyticsConfig(AppConfig):
         # The totals count stale candidates at STALE_MIN_DEMAND_SCORE; readers count them on their own
         # while the setting differs from the one the totals were built with.
         chore_register(Chore(name="demand_totals_sync", run=demand_totals_sync, interval=60.0))
+        # The question reports read the windows of closed hours; roll them a settle time after an hour closes.
+        chore_register(
+            Chore(
+                name="question_windows_roll",
+                run=question_windows_roll,
+                key=lambda: hour_floor(timezone.now() - QUESTION_ROLL_SETTLE),
+            )
+        )

@@ -24,17 +24,19 @@ from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 from django.utils import timezone
 
 from analytics.definitions import (
+    QUESTION_MEASURES,
     TIMEFRAME_HOURS,
     WINDOW_COLUMNS,
     WINDOW_SPAN_HOURS,
     hour_floor,
+    question_window_first_hour,
     stale_criteria,
     trend_score_sql,
     trending_sql,
     window_deltas_sql,
     window_sums_sql,
 )
-from analytics.models import DemandBucket, DemandTotal, DemandWindowState
+from analytics.models import DemandBucket, DemandTotal, DemandWindowState, QuestionWindowState
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
 from streams.selectors import stream_waiting, workers_live
 
@@ -575,39 +577,127 @@ def demand_counters_audit(*, now: datetime | None = None, limit: int | None = No
 TOP_QUESTIONS_PER_ENTITY = 5
 ENTITY_QUESTIONS_DAYS = 30
 
-# One row per normalized question asked in [since, now]: how often, by how many users, one wording as asked.
-# `low_confidence`: every answer to it returned entities, none of them a subject (only related matches).
-# Two steps, because count(DISTINCT user_id) over every question is a sort of the whole timeframe: rank the
-# questions by count (a hash aggregate), then count users and pick the example for those `limit` only, from
-# the (question_normalized, asked_at) index (measured at 1M records: 3x faster, docs/analytics.md).
-_QUESTIONS_SQL = """
-WITH ranked AS (
-    SELECT question_normalized AS question, count(*) AS count, avg(result_count)::float AS avg_results,
-           max(asked_at) AS last_asked_at, bool_and(result_count > 0) AS low_confidence
-    FROM entities_answerrecord
-    WHERE asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
-    GROUP BY question_normalized
-    ORDER BY count DESC, question_normalized
-    LIMIT %(limit)s
+# A question report's rows: the `limit` questions with the most answers (top) or gaps (gaps) in the timeframe
+# [first, now] (first = h0 - (H-1)h, the demand windows' definition), ties by question. `candidates` gives
+# each question's sums (QUESTION_MEASURES); one of two ways (below). Then, for the winners only: `users` and
+# the latest answer (its wording is the example, its time last_asked_at), one index probe each.
+_QUESTION_REPORT_SQL = """
+WITH {candidates},
+ranked AS (
+    SELECT question, {count} AS count, {results} AS results, {empty} AS empty FROM candidates
+    WHERE {count} > 0 ORDER BY {count} DESC, question LIMIT %(limit)s
 )
-SELECT ranked.question, ranked.count, asked.users, asked.example, ranked.avg_results, ranked.last_asked_at,
-       ranked.low_confidence
-FROM ranked CROSS JOIN LATERAL (
-    SELECT count(DISTINCT user_id) AS users, min(question) AS example FROM entities_answerrecord
-    WHERE question_normalized = ranked.question AND asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
-) AS asked
+SELECT ranked.question, ranked.count, asked.users, latest.question AS example,
+       (ranked.results::float / ranked.count) AS avg_results, latest.asked_at AS last_asked_at,
+       ranked.empty = 0 AS low_confidence
+FROM ranked
+CROSS JOIN LATERAL ({users}) AS asked
+CROSS JOIN LATERAL (
+    SELECT question, asked_at FROM entities_answerrecord
+    WHERE question_normalized = ranked.question AND asked_at <= %(now)s {gap}
+    ORDER BY asked_at DESC, question DESC LIMIT 1
+) AS latest
 ORDER BY ranked.count DESC, ranked.question
 """
-# A content gap: the answer returned no entity, or no subject (only entities related to nothing asked).
-_GAPS_CONDITION = "AND subject_count = 0"
+_MEASURES = ", ".join(f"sum({expression}) AS {name}" for name, expression in QUESTION_MEASURES.items())
+# The plain way: every record of the timeframe (the baseline; used while the windows are not near h0).
+_RECORDS_CANDIDATES = f"""candidates AS (
+    SELECT question_normalized AS question, {_MEASURES} FROM entities_answerrecord
+    WHERE asked_at >= %(first)s AND asked_at <= %(now)s {{gap}}
+    GROUP BY question_normalized
+)"""  # noqa: S608 - built from constants only
+_RECORDS_USERS = """
+    SELECT count(DISTINCT user_id) AS users FROM entities_answerrecord
+    WHERE question_normalized = ranked.question AND asked_at >= %(first)s AND asked_at <= %(now)s {gap}"""
+# With the windows (relative to R, read in this statement so windows and R are one snapshot): a question's
+# sums are its stored ones plus the records of [R, now] minus those of [R - (H-1)h, first) (nothing when R =
+# h0). Only the questions with such records (`changed`, an hour's worth) are summed here; every other question
+# keeps its stored sums, so the rest of the candidates are the first `limit` of the others in the window
+# index's order.
+_SIGNED_MEASURES = ", ".join(f"sum(sign * {expression}) AS {name}" for name, expression in QUESTION_MEASURES.items())
+_WINDOW_CANDIDATES = f"""state AS MATERIALIZED (
+    SELECT hour AS r FROM analytics_questionwindowstate WHERE id = 1
+), moved AS (
+    SELECT question_normalized AS question, 1 AS sign, result_count, subject_count
+    FROM entities_answerrecord, state WHERE asked_at >= state.r AND asked_at <= %(now)s
+    UNION ALL
+    SELECT question_normalized, -1, result_count, subject_count
+    FROM entities_answerrecord, state
+    WHERE asked_at >= state.r - %(stored_hours)s * interval '1 hour' AND asked_at < %(first)s
+), tail AS (
+    SELECT question, {_SIGNED_MEASURES} FROM moved GROUP BY question
+), changed AS MATERIALIZED (
+    SELECT tail.question, {{changed_sums}}
+    FROM tail LEFT JOIN analytics_questionwindow AS w ON w.question = tail.question
+), candidates AS (
+    SELECT * FROM changed
+    UNION ALL
+    (SELECT question, {{stored}} FROM analytics_questionwindow
+     WHERE {{rank}} > 0 AND question NOT IN (SELECT question FROM changed)
+     ORDER BY {{rank}} DESC, question LIMIT %(limit)s)
+)"""  # noqa: S608 - built from constants only
+_WINDOW_USERS = """
+    SELECT count(*) AS users FROM (
+        SELECT user_id FROM analytics_questionasker
+        WHERE question = ranked.question AND {last} >= %(first)s
+        UNION
+        SELECT user_id FROM entities_answerrecord, state
+        WHERE question_normalized = ranked.question AND asked_at >= state.r AND asked_at <= %(now)s
+          AND user_id IS NOT NULL {gap}
+    ) AS askers"""
+# Windows stored for an hour this far before h0 still answer (the difference is read from the records);
+# further back (the worker stopped), or after h0 (a pinned clock), the records alone answer.
+QUESTION_WINDOWS_MAX_LAG = timedelta(hours=12)
 
 
-def _questions(*, timeframe: str, limit: int, now: datetime | None, gaps: bool) -> list[dict]:
+def question_report_sql(*, timeframe: str, gaps: bool, windows: bool) -> str:
+    """The statement of one question report (top or gaps), from the windows or from the records alone."""
+    if timeframe not in TIMEFRAME_HOURS:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    gap = "AND subject_count = 0" if gaps else ""
+    if windows:
+        stored = [f"{measure}_{timeframe}" for measure in QUESTION_MEASURES]
+        changed_sums = ", ".join(
+            f"coalesce(w.{column}, 0) + tail.{measure} AS {measure}"
+            for measure, column in zip(QUESTION_MEASURES, stored, strict=True)
+        )
+        candidates = _WINDOW_CANDIDATES.format(
+            changed_sums=changed_sums,
+            stored=", ".join(
+                f"{column} AS {measure}" for measure, column in zip(QUESTION_MEASURES, stored, strict=True)
+            ),
+            rank=f"{'gaps' if gaps else 'asked'}_{timeframe}",
+        )
+        users = _WINDOW_USERS.format(last="last_gap_asked_at" if gaps else "last_asked_at", gap=gap)
+    else:
+        candidates, users = _RECORDS_CANDIDATES.format(gap=gap), _RECORDS_USERS.format(gap=gap)
+    count, results = ("gaps", "gap_results") if gaps else ("asked", "results")
+    return _QUESTION_REPORT_SQL.format(
+        candidates=candidates, count=count, results=results, empty="gap_empty", users=users, gap=gap
+    )
+
+
+def question_windows_usable(*, h0: datetime) -> bool:
+    """Whether the stored question windows can answer a report for the hour h0 (see QUESTION_WINDOWS_MAX_LAG)."""
+    stored = QuestionWindowState.objects.filter(pk=1).values_list("hour", flat=True).first()
+    return stored is not None and h0 - QUESTION_WINDOWS_MAX_LAG <= stored <= h0
+
+
+def _questions(
+    *, timeframe: str, limit: int, now: datetime | None, gaps: bool, windows: bool | None = None
+) -> list[dict]:
     now = now or timezone.now()
-    since = now - timedelta(hours=TIMEFRAME_HOURS[timeframe])
-    sql = _QUESTIONS_SQL.format(gaps=_GAPS_CONDITION if gaps else "")
+    h0 = hour_floor(now)
+    if windows is None:
+        windows = question_windows_usable(h0=h0)
+    params = {
+        "first": question_window_first_hour(timeframe=timeframe, h0=h0),
+        "now": now,
+        "limit": limit,
+        "stored_hours": TIMEFRAME_HOURS[timeframe] - 1,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"since": since, "now": now, "limit": limit})
+        cursor.execute(question_report_sql(timeframe=timeframe, gaps=gaps, windows=windows), params)
         columns = [column.name for column in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     for row in rows:
@@ -617,14 +707,22 @@ def _questions(*, timeframe: str, limit: int, now: datetime | None, gaps: bool) 
     return rows
 
 
-def questions_top(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
-    """The most asked normalized questions in the timeframe, by count (ties by question)."""
-    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=False)
+def questions_top(
+    *, timeframe: str = "7d", limit: int = 10, now: datetime | None = None, windows: bool | None = None
+) -> list[dict]:
+    """The most asked normalized questions in the timeframe, by count (ties by question).
+
+    `windows`: read the stored question windows (True) or the records alone (False); default: the windows
+    when they are recent enough (`question_windows_usable`). Both give the same answer.
+    """
+    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=False, windows=windows)
 
 
-def questions_gaps(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
+def questions_gaps(
+    *, timeframe: str = "7d", limit: int = 10, now: datetime | None = None, windows: bool | None = None
+) -> list[dict]:
     """Content gaps: the most asked questions whose answer had no subject (nothing, or only related)."""
-    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=True)
+    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=True, windows=windows)
 
 
 def questions_for_entity(

@@ -560,9 +560,14 @@ def _reconcile_chunk(
     return settled, resend_records, resend
 
 
-def answer_records_prune(*, now: datetime | None = None) -> int:
-    """Delete answer records (and their entity rows) older than ANSWER_RETENTION_DAYS, in chunks; return how many."""
+def answer_records_prune(*, now: datetime | None = None, keep_from: datetime | None = None) -> int:
+    """Delete answer records (and their entity rows) older than ANSWER_RETENTION_DAYS, in chunks; return how many.
+
+    Records at or after `keep_from` are kept whatever the retention (a reader of them still needs them).
+    """
     cutoff = (now or timezone.now()) - timedelta(days=settings.ANSWER_RETENTION_DAYS)
+    if keep_from is not None:
+        cutoff = min(cutoff, keep_from)
     deleted = 0
     for table, key in (("entities_answerrecordentity", "id"), ("entities_answerrecord", "id")):
         while True:
