@@ -321,6 +321,8 @@ class Command(BaseCommand):
                 "analytics_demandwindow",
                 "entities_answerrecord",
                 "entities_answerrecordentity",
+                "analytics_questionwindow",
+                "analytics_questionasker",
             ):
                 cursor.execute(f"VACUUM ANALYZE {table}")
         self.stdout.write(f"vacuum analyze in {time.perf_counter() - started:.1f} s")

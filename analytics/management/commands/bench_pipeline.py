@@ -3,6 +3,9 @@
 Creates a database on the same PostgreSQL server and uses stream keys of its own, publishes a
 Zipf-skewed workload, runs the real worker (`run_stream_worker`, a subprocess) to drain it, checks that
 every total is exact, and prints events/s, the baseline's events/s and the ratio, and the worker's memory.
+The workload is answers, each with its answer record (as on the answer path); then it measures what the
+answer reconciliation costs: the worker's events/s with its chore on (settling the first workload's
+answers) and off, and the chore's own rate.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -26,8 +30,9 @@ from django.db.models import F, Sum
 
 from analytics.demand import demand_windows_roll
 from analytics.models import DemandBucket
-from entities.models import Entity, EntityDemand
-from entities.services import demo_entities_seed
+from entities.models import AnswerRecord, Entity, EntityDemand
+from entities.questions import answer_signal_event_id
+from entities.services import answer_signals_reconcile, demo_entities_seed
 from kernel.databases import throwaway_database
 from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
@@ -41,6 +46,16 @@ DUPLICATE_SHARE = 0.01
 # When the worker's memory is sampled, in % of the events read. The first batches warm the worker up
 # (two batches are in memory at once: the one applied and the one read ahead); after that it stays flat.
 RSS_SAMPLES = (10, 25, 50, 75, 100)
+# The worker's reconciliation chore: off (no answer is ever due) and on (every 0.5 s, answers due after 1 s).
+RECONCILE_OFF = {"ANSWER_RECONCILE_AFTER_SECONDS": str(10**9)}
+RECONCILE_ON = {"ANSWER_RECONCILE_AFTER_SECONDS": "1"}
+
+
+class BenchAnswer(NamedTuple):
+    """One answer of the workload: its id and its signals (one per distinct entity)."""
+
+    id: uuid.UUID
+    signals: list[QuerySignal]
 
 
 def _vm_kib(pid: int, field: str) -> int:
@@ -118,50 +133,35 @@ class Command(BaseCommand):
         for rank in range(1, len(entities) + 1):
             total += 1 / rank**ZIPF_EXPONENT
             cum_weights.append(total)
-        now = datetime.now(UTC)
-        span = timedelta(days=30).total_seconds()
-        picks = rng.choices(entities, cum_weights=cum_weights, k=count)
-        signals = [
-            QuerySignal(
-                event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
-                entity_id=entity_id,
-                entity_type=entity_type,
-                query="who greenlit this",
-                user_id="bench",
-                timestamp=now - timedelta(seconds=rng.random() * span),
-            )
-            for entity_id, entity_type in picks
-        ]
-        expected = Counter(signal.entity_id for signal in signals)
-        # Some events published twice (an answer's retry, an outbox relay after a partial publish).
-        workload = signals + rng.sample(signals, int(count * DUPLICATE_SHARE))
+        chunk = options["publish_chunk"]
+        answers = self._answers(rng=rng, entities=entities, cum_weights=cum_weights, count=count, chunk=chunk)
+        expected = Counter(signal.entity_id for answer in answers for signal in answer.signals)
+        # Each answer is on the record (sent long ago, not settled): the reconciliation's work once counted.
+        self._records_create(answers)
+        # Some answers published twice (an answer's retry, an outbox relay after a partial publish).
+        workload = answers + rng.sample(answers, int(len(answers) * DUPLICATE_SHARE))
         rng.shuffle(workload)
         top = expected.most_common(1)[0][1]
+        duplicates = sum(len(answer.signals) for answer in workload) - count
         out(
-            f"workload: {count} events (+{len(workload) - count} duplicate publishes) over {len(entities)} "
-            f"entities, Zipf s={ZIPF_EXPONENT}, timestamps over 30 days; busiest entity {top} events, "
-            f"{len(expected)} entities queried"
+            f"workload: {len(answers)} answers, {count} events (+{duplicates} duplicate "
+            f"publishes) over {len(entities)} entities, Zipf s={ZIPF_EXPONENT}, timestamps over 30 days; "
+            f"busiest entity {top} events, {len(expected)} entities queried"
         )
 
-        redis_circuit.reset()
-        chunk = options["publish_chunk"]
-        started = time.perf_counter()
-        outboxed = 0
-        for start in range(0, len(workload), chunk):
-            outboxed += query_signals_publish(signals=workload[start : start + chunk]).outboxed
-        publish_seconds = time.perf_counter() - started
-        if outboxed:
-            raise CommandError(f"{outboxed} events went to the outbox: Redis was not reachable")
+        entries, publish_seconds = self._publish(workload)
         out(
-            f"publish: {len(workload)} events in {publish_seconds:.2f} s = {len(workload) / publish_seconds:,.0f} "
-            f"events/s ({chunk} per call, one pipelined round trip each)"
+            f"publish: {entries} events in {publish_seconds:.2f} s = {entries / publish_seconds:,.0f} "
+            f"events/s (one answer per call, up to {chunk} signals, one pipelined round trip each)"
         )
 
         batch_size, workers = options["batch_size"], options["workers"]
-        process_seconds, rss = self._drain(client=client, batch_size=batch_size, workers=workers, total=len(workload))
+        process_seconds, rss = self._drain(
+            client=client, batch_size=batch_size, workers=workers, total=entries, env=RECONCILE_OFF
+        )
         out(
-            f"process: {len(workload)} entries in {process_seconds:.2f} s = {len(workload) / process_seconds:,.0f} "
-            f"events/s ({workers} worker{'s' if workers > 1 else ''}, --batch-size {batch_size})"
+            f"process: {entries} entries in {process_seconds:.2f} s = {entries / process_seconds:,.0f} "
+            f"events/s ({workers} worker{'s' if workers > 1 else ''}, --batch-size {batch_size}, reconciliation off)"
         )
         out(
             "worker memory (largest worker): RSS "
@@ -175,12 +175,136 @@ class Command(BaseCommand):
         baseline_rate = self._baseline(
             rng=rng, entities=entities, cum_weights=cum_weights, count=options["baseline_events"]
         )
-        rate = len(workload) / process_seconds
+        rate = entries / process_seconds
         out(
             f"baseline (seed's way: COUNT 10, one UPDATE and one XACK per event): "
             f"{options['baseline_events']} events at {baseline_rate:,.0f} events/s"
         )
         out(f"ratio: {rate / baseline_rate:.1f}x the baseline")
+        self._reconciliation(
+            rng=rng,
+            entities=entities,
+            cum_weights=cum_weights,
+            options=options,
+            expected=expected,
+            entries=entries,
+            rate_off=rate,
+        )
+
+    # -- answers and their reconciliation -------------------------------------------------------------------
+
+    @staticmethod
+    def _answers(*, rng: random.Random, entities, cum_weights, count: int, chunk: int) -> list[BenchAnswer]:
+        """`count` Zipf picks as answers: up to `chunk` distinct entities each, one time each (over 30 days),
+        event ids derived from the answer (entities.questions.answer_signal_event_id), as on the answer path."""
+        now = datetime.now(UTC)
+        span = timedelta(days=30).total_seconds()
+        answers: list[BenchAnswer] = []
+        current: dict[uuid.UUID, QuerySignal] = {}
+        answer_id, asked_at = None, None
+        for entity_id, entity_type in rng.choices(entities, cum_weights=cum_weights, k=count):
+            if answer_id is None or len(current) == chunk or entity_id in current:
+                if current:
+                    answers.append(BenchAnswer(answer_id, list(current.values())))
+                answer_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+                asked_at = now - timedelta(seconds=rng.random() * span)
+                current = {}
+            current[entity_id] = QuerySignal(
+                event_id=answer_signal_event_id(answer_id=answer_id, entity_id=entity_id),
+                entity_id=entity_id,
+                entity_type=entity_type,
+                query="who greenlit this",
+                user_id="bench",
+                timestamp=asked_at,
+                rank=len(current) + 1,
+            )
+        answers.append(BenchAnswer(answer_id, list(current.values())))
+        return answers
+
+    @staticmethod
+    def _records_create(answers: list[BenchAnswer]) -> None:
+        """The answers' records, unsettled and sent when asked (so the reconciliation finds them due)."""
+        records = [
+            AnswerRecord(
+                id=answer.id,
+                asked_at=answer.signals[0].timestamp,
+                question="who greenlit this",
+                question_normalized="who greenlit this",
+                entities=[
+                    {"id": str(s.entity_id), "entity_type": s.entity_type, "role": s.role, "rank": s.rank, "score": 1}
+                    for s in answer.signals
+                ],
+                result_count=len(answer.signals),
+                subject_count=len(answer.signals),
+                latency_ms=1.0,
+                composer="bench",
+                signals_sent_at=answer.signals[0].timestamp,
+            )
+            for answer in answers
+        ]
+        AnswerRecord.objects.bulk_create(records, batch_size=5000)
+
+    @staticmethod
+    def _publish(workload: list[BenchAnswer]) -> tuple[int, float]:
+        """Publish each answer's signals in one call; return (entries, seconds)."""
+        redis_circuit.reset()
+        started = time.perf_counter()
+        outboxed = 0
+        for answer in workload:
+            outboxed += query_signals_publish(signals=answer.signals).outboxed
+        seconds = time.perf_counter() - started
+        if outboxed:
+            raise CommandError(f"{outboxed} events went to the outbox: Redis was not reachable")
+        return sum(len(answer.signals) for answer in workload), seconds
+
+    def _reconciliation(
+        self, *, rng, entities, cum_weights, options, expected: Counter, entries: int, rate_off: float
+    ) -> None:
+        """The worker's events/s with the reconciliation chore on, then off, on new equal workloads (without
+        records) while the chore settles the first workload's answers (all counted, all due); the chore's rate."""
+        out = self.stdout.write
+        client = redis_client()
+        count, chunk = options["events"], options["publish_chunk"]
+        records = AnswerRecord.objects.count()
+        rates: dict[str, list[float]] = {"off": [rate_off], "on": []}
+        for mode in ("on", "off"):
+            answers = self._answers(rng=rng, entities=entities, cum_weights=cum_weights, count=count, chunk=chunk)
+            expected.update(signal.entity_id for answer in answers for signal in answer.signals)
+            published, _seconds = self._publish(answers)
+            seconds, _rss = self._drain(
+                client=client,
+                batch_size=options["batch_size"],
+                workers=options["workers"],
+                total=published,
+                env=RECONCILE_ON if mode == "on" else RECONCILE_OFF,
+            )
+            rates[mode].append(published / seconds)
+            entries += published
+            if mode == "on":
+                unsettled = AnswerRecord.objects.filter(signals_settled=False).count()
+                resent = client.xlen(settings.STREAM_QUERY_SIGNALS) - entries
+                if unsettled or resent:
+                    raise CommandError(f"reconciliation: {unsettled} answers unsettled, {resent} signals re-sent")
+        self._totals_check(expected=expected, count=sum(expected.values()))
+        on, off = rates["on"][0], sum(rates["off"]) / len(rates["off"])
+        out(
+            f"reconciliation on (ANSWER_RECONCILE_AFTER_SECONDS=1: every 0.5 s; it settled the first workload's "
+            f"{records} answers during the drain and re-sent nothing): {on:,.0f} events/s; off (the runs before "
+            f"and after): {', '.join(f'{rate:,.0f}' for rate in rates['off'])} events/s; on/off {on / off:.2f} "
+            f"(target >= 0.90); totals exact"
+        )
+        AnswerRecord.objects.update(signals_settled=False)
+        started = time.perf_counter()
+        outcome = answer_signals_reconcile(limit=records)
+        seconds = time.perf_counter() - started
+        if (outcome.checked, outcome.settled, outcome.resent) != (records, records, 0):
+            raise CommandError(f"reconciliation of counted answers did {outcome}")
+        signals = sum(AnswerRecord.objects.values_list("result_count", flat=True))
+        out(
+            f"reconciliation rate (answer_signals_reconcile in process, every answer counted): {records} answers "
+            f"({signals} signals) in {seconds:.2f} s = {records / seconds:,.0f} answers/s, "
+            f"{signals / seconds:,.0f} signals/s"
+        )
 
     @staticmethod
     def _settle() -> None:
@@ -200,18 +324,22 @@ class Command(BaseCommand):
                 pass
 
     def _drain(
-        self, *, client: redis.Redis, batch_size: int, workers: int, total: int
+        self, *, client: redis.Redis, batch_size: int, workers: int, total: int, env: dict[str, str]
     ) -> tuple[float, dict[int | str, int]]:
-        """Run real workers until the group has read and acknowledged everything; time the draining."""
+        """Run real workers (`env` added to theirs) until the group has read and acknowledged the `total` new
+        entries; time the draining."""
         stream, group = settings.STREAM_QUERY_SIGNALS, settings.STREAM_CONSUMER_GROUP
-        client.xgroup_create(stream, group, id="0", mkstream=True)
+        groups = client.xinfo_groups(stream) if client.exists(stream) else []
+        if not groups:
+            client.xgroup_create(stream, group, id="0", mkstream=True)
+        before = (groups[0]["entries-read"] or 0) if groups else 0
         processes = [
             subprocess.Popen(
                 [
                     *(sys.executable, str(MANAGE), "run_stream_worker", "--consumer", f"bench-worker-{number}"),
                     *("--batch-size", str(batch_size), "--block-ms", "200"),
                 ],
-                env={**os.environ, "LOG_LEVEL": "WARNING"},
+                env={**os.environ, "LOG_LEVEL": "WARNING", **env},
             )
             for number in range(workers)
         ]
@@ -227,7 +355,7 @@ class Command(BaseCommand):
                 if any(process.poll() is not None for process in processes):
                     raise CommandError("a worker exited early")
                 info = client.xinfo_groups(stream)[0]
-                read = info["entries-read"] or 0
+                read = (info["entries-read"] or 0) - before
                 if started is None and read:
                     started = time.perf_counter()
                 for share in RSS_SAMPLES[:-1]:
