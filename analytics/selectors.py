@@ -611,30 +611,42 @@ _RECORDS_USERS = """
     WHERE question_normalized = ranked.question AND asked_at >= %(first)s AND asked_at <= %(now)s {gap}"""
 # With the windows (relative to R, read in this statement so windows and R are one snapshot): a question's
 # sums are its stored ones plus the records of [R, now] minus those of [R - (H-1)h, first) (nothing when R =
-# h0). Only the questions with such records (`changed`, an hour's worth) are summed here; every other question
-# keeps its stored sums, so the rest of the candidates are the first `limit` of the others in the window
-# index's order.
+# h0): `tail`, an hour's worth (for gaps, only the gaps move). The first `limit` + QUESTION_STORED_SLACK
+# stored questions in the window index's order (`stored_top`) get their live sums exactly (`known`). Any
+# other question has at most the last of those stored (`floor`) and gains at most its `gained` tail
+# records, so it can only reach the top `limit` when floor + gained >= the `limit`-th best known live count
+# (`needed`): only those few are looked up in the windows (`others`). Exact, and a handful of lookups.
 _SIGNED_MEASURES = ", ".join(f"sum(sign * {expression}) AS {name}" for name, expression in QUESTION_MEASURES.items())
+QUESTION_STORED_SLACK = 100
 _WINDOW_CANDIDATES = f"""state AS MATERIALIZED (
     SELECT hour AS r FROM analytics_questionwindowstate WHERE id = 1
 ), moved AS (
     SELECT question_normalized AS question, 1 AS sign, result_count, subject_count
-    FROM entities_answerrecord, state WHERE asked_at >= state.r AND asked_at <= %(now)s
+    FROM entities_answerrecord, state WHERE asked_at >= state.r AND asked_at <= %(now)s {{gap}}
     UNION ALL
     SELECT question_normalized, -1, result_count, subject_count
     FROM entities_answerrecord, state
-    WHERE asked_at >= state.r - %(stored_hours)s * interval '1 hour' AND asked_at < %(first)s
-), tail AS (
-    SELECT question, {_SIGNED_MEASURES} FROM moved GROUP BY question
-), changed AS MATERIALIZED (
-    SELECT tail.question, {{changed_sums}}
-    FROM tail LEFT JOIN analytics_questionwindow AS w ON w.question = tail.question
+    WHERE asked_at >= state.r - %(stored_hours)s * interval '1 hour' AND asked_at < %(first)s {{gap}}
+), tail AS MATERIALIZED (
+    SELECT question, {_SIGNED_MEASURES}, count(*) FILTER (WHERE sign > 0) AS gained FROM moved GROUP BY question
+), stored_top AS MATERIALIZED (
+    SELECT question, {{stored}} FROM analytics_questionwindow
+    WHERE {{rank}} > 0 ORDER BY {{rank}} DESC, question LIMIT %(limit)s + {QUESTION_STORED_SLACK}
+), known AS MATERIALIZED (
+    SELECT s.question, {{known_sums}} FROM stored_top AS s LEFT JOIN tail AS t ON t.question = s.question
+), bounds AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM stored_top) = %(limit)s + {QUESTION_STORED_SLACK} AS full,
+           (SELECT min({{measure}}) FROM stored_top) AS floor,
+           (SELECT {{measure}} FROM known ORDER BY {{measure}} DESC LIMIT 1 OFFSET %(limit)s - 1) AS needed
+), others AS (
+    -- When stored_top is not full it holds every question stored in this timeframe: the others have none.
+    SELECT t.question, {{other_sums}}
+    FROM tail AS t CROSS JOIN bounds AS b
+    LEFT JOIN analytics_questionwindow AS w ON b.full AND w.question = t.question
+    WHERE t.question NOT IN (SELECT question FROM stored_top)
+      AND (NOT b.full OR b.needed IS NULL OR b.floor + t.gained >= b.needed)
 ), candidates AS (
-    SELECT * FROM changed
-    UNION ALL
-    (SELECT question, {{stored}} FROM analytics_questionwindow
-     WHERE {{rank}} > 0 AND question NOT IN (SELECT question FROM changed)
-     ORDER BY {{rank}} DESC, question LIMIT %(limit)s)
+    SELECT * FROM known UNION ALL SELECT * FROM others
 )"""  # noqa: S608 - built from constants only
 _WINDOW_USERS = """
     SELECT count(*) AS users FROM (
@@ -656,17 +668,14 @@ def question_report_sql(*, timeframe: str, gaps: bool, windows: bool) -> str:
         raise ValueError(f"unknown timeframe {timeframe!r}")
     gap = "AND subject_count = 0" if gaps else ""
     if windows:
-        stored = [f"{measure}_{timeframe}" for measure in QUESTION_MEASURES]
-        changed_sums = ", ".join(
-            f"coalesce(w.{column}, 0) + tail.{measure} AS {measure}"
-            for measure, column in zip(QUESTION_MEASURES, stored, strict=True)
-        )
+        pairs = [(measure, f"{measure}_{timeframe}") for measure in QUESTION_MEASURES]
         candidates = _WINDOW_CANDIDATES.format(
-            changed_sums=changed_sums,
-            stored=", ".join(
-                f"{column} AS {measure}" for measure, column in zip(QUESTION_MEASURES, stored, strict=True)
-            ),
+            gap=gap,
+            stored=", ".join(f"{column} AS {measure}" for measure, column in pairs),
             rank=f"{'gaps' if gaps else 'asked'}_{timeframe}",
+            measure="gaps" if gaps else "asked",
+            known_sums=", ".join(f"s.{measure} + coalesce(t.{measure}, 0) AS {measure}" for measure, _ in pairs),
+            other_sums=", ".join(f"coalesce(w.{column}, 0) + t.{measure} AS {measure}" for measure, column in pairs),
         )
         users = _WINDOW_USERS.format(last="last_gap_asked_at" if gaps else "last_asked_at", gap=gap)
     else:

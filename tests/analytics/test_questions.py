@@ -10,7 +10,13 @@ import pytest
 from django.utils import timezone
 
 from analytics.models import QuestionAsker, QuestionWindow
-from analytics.selectors import TIMEFRAMES, question_windows_usable, questions_gaps, questions_top
+from analytics.selectors import (
+    QUESTION_STORED_SLACK,
+    TIMEFRAMES,
+    question_windows_usable,
+    questions_gaps,
+    questions_top,
+)
 from analytics.services import QUESTION_ROLL_SETTLE, question_windows_oldest, question_windows_roll
 from entities.models import AnswerRecord
 from entities.retrieval import SearchHit
@@ -161,17 +167,21 @@ def _reports(now, *, windows: bool) -> dict:
 def test_the_windows_give_the_records_answer_through_many_rolls():
     """Random answers over 31 days (repeats, gaps, related-only, askers, ties); at every step of rolling the
     windows hour by hour, with new answers arriving in between, both ways give identical reports."""
+    assert QUESTION_STORED_SLACK + 3 < 150 < QUESTION_STORED_SLACK + 100
     rng = random.Random(13)
     users = [UserFactory() for _ in range(6)]
     now = timezone.now().replace(minute=30, second=0, microsecond=0)
-    wordings = [f"Who is person {n}?" for n in range(12)] + [f"who is PERSON {n}" for n in range(4)]
+    # 150 questions (more than limit + QUESTION_STORED_SLACK for limit 3, fewer for 100), Zipf-like, some in two
+    # wordings: the reports' bounded lookups of the tail questions are exercised both ways.
+    wordings = [f"Who is person {n}?" for n in range(150)] + [f"who is PERSON {n}" for n in range(6)]
+    weights = [1 / (1 + n % 150) for n in range(len(wordings))]
     subject = SearchHit(uuid.uuid4(), "x", "person", {}, 1.0, "subject", 1)
     related = SearchHit(uuid.uuid4(), "y", "company", {}, 0.0, "related", 2)
 
-    def ask(at):
+    def ask(at, question=None):
         hits = rng.choice([[subject], [subject, related], [], [related]])
         answer_record_create(
-            question=rng.choice(wordings),
+            question=question or rng.choices(wordings, weights)[0],
             hits=hits,
             user_id=rng.choice(users).pk,
             latency_ms=1.0,
@@ -179,7 +189,7 @@ def test_the_windows_give_the_records_answer_through_many_rolls():
             asked_at=at,
         )
 
-    for _ in range(300):
+    for _ in range(900):
         ask(now - timedelta(minutes=rng.randrange(31 * 24 * 60)))
     # Answers right at the hour edges of every window (first hour of 1d, 7d, 30d, and just before).
     h0 = now.replace(minute=0)
@@ -190,13 +200,17 @@ def test_the_windows_give_the_records_answer_through_many_rolls():
     question_windows_roll(now=now - timedelta(hours=6))  # the first build, six hours behind
     for step in range(8):
         moment = now + timedelta(hours=step - 6)
-        for _ in range(5):
+        for _ in range(12):
             ask(moment - timedelta(minutes=rng.randrange(30)))  # since the stored hour, as answers arrive
+        if step == 3:  # a rare question suddenly asked a lot: it must climb into the top from outside it
+            for _ in range(80):
+                ask(moment - timedelta(minutes=rng.randrange(30)), question="Who is person 140?")
         for reader in (moment, moment + timedelta(minutes=20)):
             assert question_windows_usable(h0=reader.replace(minute=0))
             assert _reports(reader, windows=True) == _reports(reader, windows=False), (step, reader)
         question_windows_roll(now=moment + timedelta(minutes=31))  # the worker's chore, once the hour closed
     assert QuestionWindow.objects.exists() and QuestionAsker.objects.exists()
+    assert "who is person 140" in {q["question"] for q in questions_top(timeframe="30d", limit=3, now=moment)}
     # A deleted user's answers stay (anonymised) but are no longer counted in users, either way.
     users[0].delete()
     moment = now + timedelta(hours=2)
