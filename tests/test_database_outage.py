@@ -19,7 +19,8 @@ from tests.live import counted_expected, counted_wait, live_stack, load_run, unt
 @pytest.fixture
 def web(private_postgres_factory, tmp_path):
     """Gunicorn and a stream worker on a private PostgreSQL (tests.live), the suite's Redis."""
-    server = private_postgres_factory("pg-web-outage")
+    # Durable, as in production: an immediate stop must not lose commits that answers were told about.
+    server = private_postgres_factory("pg-web-outage", durable=True)
     with live_stack(database_url=server.url, redis_url=os.environ["REDIS_URL"], workdir=tmp_path) as live:
         yield server, live
 
