@@ -27,7 +27,7 @@ from kernel.iterables import batched
 from streams.events import ROLE_SUBJECT, QuerySignal, UpdateRequest
 from streams.handlers import ApplyResult
 from streams.publisher import PublishOutcome, query_signals_publish
-from streams.selectors import inbox_counted, outbox_waiting
+from streams.selectors import inbox_contains_sql, inbox_counted, outbox_waiting
 from streams.services import inbox_record
 
 # Content columns: a change to any of them moves updated_at. Demand counters are never written here: a
@@ -466,6 +466,20 @@ def answer_signals_publish(*, record: AnswerRecord) -> PublishOutcome:
     return query_signals_publish(signals=answer_record_signals(record))
 
 
+# The common case in one statement: settle the records of a chunk whose every signal the inbox holds; return
+# their ids. The others (a signal missing) go through the per-record path (re-send or give up).
+_SETTLE_COUNTED_SQL = f"""
+WITH sent AS (
+    SELECT * FROM unnest(%(records)s::uuid[], %(events)s::uuid[]) AS sent(record_id, event_id)
+), missing AS (
+    SELECT DISTINCT record_id FROM sent WHERE NOT {inbox_contains_sql(event_id="sent.event_id")}
+)
+UPDATE entities_answerrecord AS record SET signals_settled = true
+WHERE record.id = ANY(%(chunk)s::uuid[]) AND record.id NOT IN (SELECT record_id FROM missing)
+RETURNING record.id
+"""  # noqa: S608 - built from constants only
+
+
 @dataclass
 class ReconcileOutcome:
     """What one reconciliation did: records checked and settled, signals re-sent, held back, given up."""
@@ -509,6 +523,9 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
         last = records[-1]
         after = Q(signals_sent_at__gt=last.signals_sent_at) | Q(signals_sent_at=last.signals_sent_at, id__gt=last.id)
         outcome.checked += len(records)
+        counted = _records_settle_counted(records)
+        outcome.settled += len(counted)
+        records = [record for record in records if record.id not in counted]
         settled, resend_records, resend = _reconcile_chunk(records, inbox_horizon=inbox_horizon, outcome=outcome)
         if resend and hold:
             outcome.held += len(resend)
@@ -534,6 +551,28 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
             outcome.held,
         )
     return outcome
+
+
+def _records_settle_counted(records: Sequence[AnswerRecord]) -> set[uuid.UUID]:
+    """Settle the records whose every signal is counted (one statement); return their ids.
+
+    The event ids are derived without building the signals: this is the path nearly every answer takes.
+    """
+    record_ids, event_ids = [], []
+    for record in records:
+        for item in record.entities:
+            record_ids.append(record.id)
+            event_ids.append(answer_signal_event_id(answer_id=record.id, entity_id=uuid.UUID(item["id"])))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SETTLE_COUNTED_SQL,
+            {
+                "records": pg_array_literal(record_ids),
+                "events": pg_array_literal(event_ids),
+                "chunk": pg_array_literal([record.id for record in records]),
+            },
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _reconcile_chunk(
