@@ -20,7 +20,7 @@ from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
 from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
 from entities.models import AnswerRecord, AnswerRecordEntity, Entity, EntityEmbedding
-from entities.questions import answer_signal_event_id, question_normalize
+from entities.questions import answer_signal_event_id, answer_signal_event_id_hex, question_normalize
 from entities.retrieval import SearchHit
 from kernel.databases import pg_array_literal
 from kernel.iterables import batched
@@ -362,7 +362,7 @@ def update_request_batch_apply(events: Sequence[UpdateRequest], prepared: object
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_CHUNK = 500
+RECONCILE_CHUNK = 2000
 PRUNE_CHUNK = 10_000
 
 
@@ -513,20 +513,24 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
     after = Q()
     while outcome.checked < limit:
         # Keyset pagination: held-back records keep their send time, so they must not come round again.
-        records = list(
-            due.filter(after).only("id", "asked_at", "user_id", "question", "entities", "signals_sent_at")[
+        page = list(
+            due.filter(after).values_list("id", "signals_sent_at", "entities")[
                 : min(RECONCILE_CHUNK, limit - outcome.checked)
             ]
         )
-        if not records:
+        if not page:
             break
-        last = records[-1]
-        after = Q(signals_sent_at__gt=last.signals_sent_at) | Q(signals_sent_at=last.signals_sent_at, id__gt=last.id)
-        outcome.checked += len(records)
-        counted = _records_settle_counted(records)
+        last_id, last_sent, _entities = page[-1]
+        after = Q(signals_sent_at__gt=last_sent) | Q(signals_sent_at=last_sent, id__gt=last_id)
+        outcome.checked += len(page)
+        counted = _records_settle_counted(page)
         outcome.settled += len(counted)
-        records = [record for record in records if record.id not in counted]
-        settled, resend_records, resend = _reconcile_chunk(records, inbox_horizon=inbox_horizon, outcome=outcome)
+        missing = AnswerRecord.objects.filter(id__in=[row[0] for row in page if row[0] not in counted]).only(
+            "id", "asked_at", "user_id", "question", "entities", "signals_sent_at"
+        )
+        settled, resend_records, resend = _reconcile_chunk(
+            list(missing) if len(counted) < len(page) else [], inbox_horizon=inbox_horizon, outcome=outcome
+        )
         if resend and hold:
             outcome.held += len(resend)
         elif resend:
@@ -536,7 +540,7 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
         if settled:
             AnswerRecord.objects.filter(id__in=settled).update(signals_settled=True)
             outcome.settled += len(settled)
-        if len(records) < RECONCILE_CHUNK:
+        if len(page) < RECONCILE_CHUNK:
             break
     if outcome.given_up:
         logger.warning(
@@ -553,23 +557,24 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
     return outcome
 
 
-def _records_settle_counted(records: Sequence[AnswerRecord]) -> set[uuid.UUID]:
-    """Settle the records whose every signal is counted (one statement); return their ids.
-
-    The event ids are derived without building the signals: this is the path nearly every answer takes.
+def _records_settle_counted(page: Sequence[tuple[uuid.UUID, datetime, list[dict]]]) -> set[uuid.UUID]:
+    """Settle the records of `page` ((id, signals_sent_at, entities) rows) whose every signal is counted, in one
+    statement; return their ids. The path nearly every answer takes, so the event ids are derived as text
+    (`answer_signal_event_id_hex`), without building signals or UUID objects.
     """
     record_ids, event_ids = [], []
-    for record in records:
-        for item in record.entities:
-            record_ids.append(record.id)
-            event_ids.append(answer_signal_event_id(answer_id=record.id, entity_id=uuid.UUID(item["id"])))
+    for record_id, _sent, entities in page:
+        namespace = record_id.bytes
+        for item in entities:
+            record_ids.append(record_id.hex)
+            event_ids.append(answer_signal_event_id_hex(answer_id=namespace, entity_id=item["id"]))
     with connection.cursor() as cursor:
         cursor.execute(
             _SETTLE_COUNTED_SQL,
             {
-                "records": pg_array_literal(record_ids),
-                "events": pg_array_literal(event_ids),
-                "chunk": pg_array_literal([record.id for record in records]),
+                "records": "{" + ",".join(record_ids) + "}",
+                "events": "{" + ",".join(event_ids) + "}",
+                "chunk": "{" + ",".join(row[0].hex for row in page) + "}",
             },
         )
         return {row[0] for row in cursor.fetchall()}
