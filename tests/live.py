@@ -142,8 +142,8 @@ def client_loop(base: str, stop: threading.Event, seen: list, answered: list) ->
         seen.append((response.status_code, response.headers.get("Retry-After"), response.text))
 
 
-def load_run(base: str, during: Callable[[list], None]) -> tuple[list, list]:
-    """Run CLIENTS client loops while `during(seen)` acts; return (seen, answered) of client_loop."""
+def load_run(base: str, during: Callable[[list, list], None]) -> tuple[list, list]:
+    """Run CLIENTS client loops while `during(seen, answered)` acts; return (seen, answered) of client_loop."""
     stop = threading.Event()
     seen: list = []
     answered: list = []
@@ -151,7 +151,7 @@ def load_run(base: str, during: Callable[[list], None]) -> tuple[list, list]:
     for thread in threads:
         thread.start()
     try:
-        during(seen)
+        during(seen, answered)
     finally:
         stop.set()
         for thread in threads:

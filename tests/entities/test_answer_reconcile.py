@@ -170,7 +170,7 @@ def test_redis_restarted_empty_under_load_loses_no_signal_of_any_answer(private_
             def answers_with_entities(seen, start):
                 return sum(1 for status, _, text in seen[start:] if status == 200 and '"entities":[{' in text)
 
-            def during(seen: list) -> None:
+            def during(seen: list, answered: list) -> None:
                 until(lambda: answers_with_entities(seen, 0) >= 10)
                 # The worker is paused (a real process, stopped), so what is published now is accepted and unread.
                 live.worker.send_signal(signal.SIGSTOP)
