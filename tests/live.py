@@ -203,3 +203,15 @@ def counted_wait(url: str, expected: dict, timeout: float) -> dict:
     while (state := counted(url)) != expected and time.monotonic() < deadline:
         time.sleep(0.5)
     return state
+
+
+def counted_settled(url: str, timeout: float) -> dict:
+    """Poll `counted` until every recorded answer's entities are counted exactly once (counters, buckets and
+    inbox ids equal the records), or `timeout` seconds passed; return the last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = counted(url)
+        exact = state["counters"] == state["buckets"] == state["recorded"] and state["inbox"] == state["returned"]
+        if exact or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)

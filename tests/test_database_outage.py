@@ -13,7 +13,7 @@ import requests
 from django.db import InterfaceError, OperationalError, ProgrammingError
 
 from mandate_wizard.errors import handler500
-from tests.live import counted_expected, counted_wait, live_stack, load_run, until
+from tests.live import counted_expected, counted_settled, live_stack, load_run, until
 
 
 @pytest.fixture
@@ -70,9 +70,16 @@ def test_postgres_stopped_under_gunicorn_gives_503_then_recovers_and_loses_nothi
     assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
     assert requests.get(f"{base}/admin/login/", timeout=10).status_code == 200
 
-    # Nothing lost, nothing twice: each 200 answer is one record, and each entity it returned is counted once.
-    expected = counted_expected(answered)
-    assert counted_wait(server.url, expected, timeout=60) == expected
+    # Nothing twice: every recorded answer's entities are counted exactly once. Nothing lost: every 200 answer
+    # is on the record. A 503 may be too: its INSERT committed as the server went down, before the commit's
+    # acknowledgement reached the app; its signals are then sent by the reconciliation, and counted once.
+    state = counted_settled(server.url, timeout=60)
+    assert state["counters"] == state["buckets"] == state["recorded"]
+    assert state["inbox"] == state["returned"]
+    answered_ok = counted_expected(answered)
+    assert all(state["recorded"].get(entity_id, 0) >= n for entity_id, n in answered_ok["recorded"].items())
+    failed = sum(1 for _, _, status, _ in answered if status != 200)
+    assert answered_ok["records"] <= state["records"] <= answered_ok["records"] + failed
 
 
 @pytest.mark.parametrize(
