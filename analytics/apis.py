@@ -521,7 +521,10 @@ class DemandTimeseriesApi(APIView):
 
 
 QUESTIONS_TIMEFRAME = ChoiceParam(
-    "timeframe", choices=TIMEFRAMES, default="7d", description="Questions asked in the last 24, 168 or 720 hours."
+    "timeframe",
+    choices=TIMEFRAMES,
+    default="7d",
+    description="Questions asked in the current UTC hour and the 23, 167 or 719 before it (the trending windows).",
 )
 QUESTIONS_LIMIT = IntParam("limit", default=10, minimum=1, maximum=100, description="How many questions (1-100).")
 
@@ -530,9 +533,9 @@ class QuestionSerializer(serializers.Serializer):
     question = serializers.CharField(help_text="Normalized: case, whitespace and punctuation folded away.")
     count = serializers.IntegerField(help_text="Answers to it in the timeframe.")
     users = serializers.IntegerField(help_text="Distinct users who asked it (deleted users' answers not counted).")
-    example = serializers.CharField(help_text="One wording as asked.")
+    example = serializers.CharField(help_text="One wording as asked: the latest answer's.")
     avg_results = serializers.FloatField(help_text="Mean number of entities its answers returned, 2 decimals.")
-    last_asked_at = UtcDateTimeField()
+    last_asked_at = UtcDateTimeField(help_text="When the latest answer to it was asked.")
 
 
 class QuestionsTopApi(CsvReportMixin, APIView):

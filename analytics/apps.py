@@ -22,7 +22,7 @@ class AnalyticsConfig(AppConfig):
             query_signal_batch_apply,
             query_signal_batch_prepare,
         )
-        from analytics.services import refresh_queue_snapshot_chore
+        from analytics.services import QUESTION_ROLL_SETTLE, question_windows_roll, refresh_queue_snapshot_chore
 
         batch_handler_register(
             BatchHandler(
@@ -50,5 +50,13 @@ class AnalyticsConfig(AppConfig):
                 name="refresh_queue_snapshot",
                 run=refresh_queue_snapshot_chore,
                 interval=float(max(settings.REFRESH_QUEUE_SNAPSHOT_SECONDS, 1)),
+            )
+        )
+        # The question reports read the windows of closed hours; roll them a settle time after an hour closes.
+        chore_register(
+            Chore(
+                name="question_windows_roll",
+                run=question_windows_roll,
+                key=lambda: hour_floor(timezone.now() - QUESTION_ROLL_SETTLE),
             )
         )

@@ -184,3 +184,66 @@ def refresh_priority(*, min_demand_score: int | None = None, days_since_update: 
     if min(definition.weight_demand, definition.weight_freshness, definition.weight_trend) < 0:
         raise ImproperlyConfigured("REFRESH_WEIGHT_* must not be negative")
     return definition
+
+
+# -- questions (answer records) -----------------------------------------------------------------------------
+# A question report's timeframe is the demand windows' current window: the UTC hours [h0 - (H-1)h, h0], the
+# open hour included. QuestionWindow stores, per normalized question, the answers of the closed hours
+# [R - (H-1)h, R) relative to its hour R (`QuestionWindowState.hour`); readers add the records since R.
+
+# What a window sums per answer record, as SQL over entities_answerrecord's columns. A content gap is an
+# answer with no subject (nothing found, or only related entities); `gap_empty` counts the gaps that found
+# nothing at all, so "only related entities every time" (low confidence) is gap_empty = 0.
+QUESTION_MEASURES = {
+    "asked": "1",
+    "results": "result_count",
+    "gaps": "(subject_count = 0)::int",
+    "gap_results": "CASE WHEN subject_count = 0 THEN result_count ELSE 0 END",
+    "gap_empty": "(subject_count = 0 AND result_count = 0)::int",
+}
+# QuestionWindow's counter columns, measure by measure within each timeframe.
+QUESTION_WINDOW_COLUMNS = [f"{measure}_{t}" for t in TIMEFRAME_HOURS for measure in QUESTION_MEASURES]
+QUESTION_WINDOW_SPAN_HOURS = max(TIMEFRAME_HOURS.values())
+
+
+def question_window_first_hour(*, timeframe: str, h0: datetime) -> datetime:
+    """The first hour of a question report's timeframe: h0 - (H-1)h (the window is [it, h0], open hour included)."""
+    return h0 - timedelta(hours=TIMEFRAME_HOURS[timeframe] - 1)
+
+
+def question_window_deltas_sql(*, old: str | None, new: str) -> str:
+    """A SELECT of (question, QUESTION_WINDOW_COLUMNS...): what moves windows stored relative to hour `old`
+    to hour `new` (SQL timestamptz expressions); `old=None`: from nothing (the full build).
+
+    A record moves timeframe H's window by (in [new - (H-1)h, new)) - (in [old - (H-1)h, old)); only the
+    records of [old, new) and [old - (H-1)h, new - (H-1)h) (either order) can, so only they are read,
+    through the records' asked_at index.
+    """
+
+    def inside(hour: str | None, hours: int) -> str:
+        if hour is None:
+            return "false"
+        return f"(asked_at >= {hour} - interval '{hours - 1} hours' AND asked_at < {hour})"
+
+    sums = []
+    for hours in TIMEFRAME_HOURS.values():
+        for expression in QUESTION_MEASURES.values():
+            sums.append(
+                f"coalesce(sum({expression}) FILTER (WHERE {inside(new, hours)}), 0)"
+                f" - coalesce(sum({expression}) FILTER (WHERE {inside(old, hours)}), 0)"
+            )
+    if old is None:
+        where = inside(new, QUESTION_WINDOW_SPAN_HOURS)
+    else:
+        lo, hi = f"LEAST({old}, {new})", f"GREATEST({old}, {new})"
+        edges = [f"(asked_at >= {lo} AND asked_at < {hi})"] + [
+            f"(asked_at >= {lo} - interval '{h - 1} hours' AND asked_at < {hi} - interval '{h - 1} hours')"
+            for h in TIMEFRAME_HOURS.values()
+        ]
+        where = " OR ".join(edges)
+    columns = ", ".join(f"{total} AS {column}" for total, column in zip(sums, QUESTION_WINDOW_COLUMNS, strict=True))
+    return f"""
+    SELECT question_normalized AS question, {columns}
+    FROM entities_answerrecord
+    WHERE {where}
+    GROUP BY question_normalized"""  # noqa: S608 - built from constants only

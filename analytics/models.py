@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pgtrigger
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
@@ -414,3 +415,95 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payload.get('text', '')} → {self.status}"
+
+
+def _question_window_indexes() -> list:
+    # Per timeframe, the questions in report order (count desc, question) for `top` and, apart, for `gaps`;
+    # partial, so a timeframe's index holds only the questions asked in it.
+    indexes = []
+    for timeframe in TIMEFRAME_HOURS:
+        for measure in ("asked", "gaps"):
+            column = f"{measure}_{timeframe}"
+            indexes.append(
+                models.Index(
+                    F(column).desc(),
+                    "question",
+                    condition=Q(**{f"{column}__gt": 0}),
+                    name=f"question_window_{column}",
+                )
+            )
+    return indexes
+
+
+class QuestionWindow(models.Model):
+    """Per normalized question, its answers in the closed hours of each timeframe's window.
+
+    Relative to `QuestionWindowState.hour` R: the `*_1d` columns sum the answer records of [R - 23h, R),
+    `*_7d` of [R - 167h, R), `*_30d` of [R - 719h, R) (`analytics.definitions.QUESTION_MEASURES`: answers,
+    entities returned, gaps, entities returned by gaps, gaps that found nothing). Kept by
+    `analytics.services.question_windows_roll` (the worker's chore); readers add the records since R.
+    Questions with nothing in any window have no row.
+    """
+
+    question = models.TextField(primary_key=True)
+    asked_1d = models.BigIntegerField(default=0)
+    results_1d = models.BigIntegerField(default=0)
+    gaps_1d = models.BigIntegerField(default=0)
+    gap_results_1d = models.BigIntegerField(default=0)
+    gap_empty_1d = models.BigIntegerField(default=0)
+    asked_7d = models.BigIntegerField(default=0)
+    results_7d = models.BigIntegerField(default=0)
+    gaps_7d = models.BigIntegerField(default=0)
+    gap_results_7d = models.BigIntegerField(default=0)
+    gap_empty_7d = models.BigIntegerField(default=0)
+    asked_30d = models.BigIntegerField(default=0)
+    results_30d = models.BigIntegerField(default=0)
+    gaps_30d = models.BigIntegerField(default=0)
+    gap_results_30d = models.BigIntegerField(default=0)
+    gap_empty_30d = models.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = _question_window_indexes()
+
+    def __str__(self) -> str:
+        return f"{self.question[:60]} 7d {self.asked_7d}"
+
+
+class QuestionAsker(models.Model):
+    """Who asked a normalized question, and when last (in any answer, and in a gap) before the windows' hour.
+
+    A question's distinct users in a timeframe are those whose last ask is inside it (plus the askers of the
+    records since the windows' hour), so `users` reads at most one row per asker instead of every answer.
+    Kept by `question_windows_roll` for the last 30 days. Deleting the user deletes their rows: the anonymised
+    answers of deleted users are not counted in `users`.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    question = models.TextField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    last_asked_at = models.DateTimeField()
+    last_gap_asked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["question", "user"],
+                include=["last_asked_at", "last_gap_asked_at"],
+                name="question_asker_once",
+            )
+        ]
+        indexes = [models.Index(fields=["last_asked_at"], name="question_asker_last_asked")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} asked {self.question[:60]}"
+
+
+class QuestionWindowState(models.Model):
+    """One row (id 1): the hour R every QuestionWindow and QuestionAsker row is relative to (records before R
+    are in them). Null (no row) until the first roll."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    hour = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"question windows as of {self.hour}"

@@ -27,11 +27,13 @@ from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 from django.utils import timezone
 
 from analytics.definitions import (
+    QUESTION_MEASURES,
     TIMEFRAME_HOURS,
     WINDOW_COLUMNS,
     WINDOW_SPAN_HOURS,
     RefreshPriority,
     hour_floor,
+    question_window_first_hour,
     refresh_priority,
     stale_criteria,
     trend_score_sql,
@@ -46,6 +48,7 @@ from analytics.models import (
     DemandBucket,
     DemandTotal,
     DemandWindowState,
+    QuestionWindowState,
     RefreshQueueState,
 )
 from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
@@ -837,39 +840,136 @@ def demand_counters_audit(*, now: datetime | None = None, limit: int | None = No
 TOP_QUESTIONS_PER_ENTITY = 5
 ENTITY_QUESTIONS_DAYS = 30
 
-# One row per normalized question asked in [since, now]: how often, by how many users, one wording as asked.
-# `low_confidence`: every answer to it returned entities, none of them a subject (only related matches).
-# Two steps, because count(DISTINCT user_id) over every question is a sort of the whole timeframe: rank the
-# questions by count (a hash aggregate), then count users and pick the example for those `limit` only, from
-# the (question_normalized, asked_at) index (measured at 1M records: 3x faster, docs/analytics.md).
-_QUESTIONS_SQL = """
-WITH ranked AS (
-    SELECT question_normalized AS question, count(*) AS count, avg(result_count)::float AS avg_results,
-           max(asked_at) AS last_asked_at, bool_and(result_count > 0) AS low_confidence
-    FROM entities_answerrecord
-    WHERE asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
-    GROUP BY question_normalized
-    ORDER BY count DESC, question_normalized
-    LIMIT %(limit)s
+# A question report's rows: the `limit` questions with the most answers (top) or gaps (gaps) in the timeframe
+# [first, now] (first = h0 - (H-1)h, the demand windows' definition), ties by question. `candidates` gives
+# each question's sums (QUESTION_MEASURES); one of two ways (below). Then, for the winners only: `users` and
+# the latest answer (its wording is the example, its time last_asked_at), one index probe each.
+_QUESTION_REPORT_SQL = """
+WITH {candidates},
+ranked AS (
+    SELECT question, {count} AS count, {results} AS results, {empty} AS empty FROM candidates
+    WHERE {count} > 0 ORDER BY {count} DESC, question LIMIT %(limit)s
 )
-SELECT ranked.question, ranked.count, asked.users, asked.example, ranked.avg_results, ranked.last_asked_at,
-       ranked.low_confidence
-FROM ranked CROSS JOIN LATERAL (
-    SELECT count(DISTINCT user_id) AS users, min(question) AS example FROM entities_answerrecord
-    WHERE question_normalized = ranked.question AND asked_at >= %(since)s AND asked_at <= %(now)s {gaps}
-) AS asked
+SELECT ranked.question, ranked.count, asked.users, latest.question AS example,
+       (ranked.results::float / ranked.count) AS avg_results, latest.asked_at AS last_asked_at,
+       ranked.empty = 0 AS low_confidence
+FROM ranked
+CROSS JOIN LATERAL ({users}) AS asked
+CROSS JOIN LATERAL (
+    SELECT question, asked_at FROM entities_answerrecord
+    WHERE question_normalized = ranked.question AND asked_at <= %(now)s {gap}
+    ORDER BY asked_at DESC, question DESC LIMIT 1
+) AS latest
 ORDER BY ranked.count DESC, ranked.question
 """
-# A content gap: the answer returned no entity, or no subject (only entities related to nothing asked).
-_GAPS_CONDITION = "AND subject_count = 0"
+_MEASURES = ", ".join(f"sum({expression}) AS {name}" for name, expression in QUESTION_MEASURES.items())
+# The plain way: every record of the timeframe (the baseline; used while the windows are not near h0).
+_RECORDS_CANDIDATES = f"""candidates AS (
+    SELECT question_normalized AS question, {_MEASURES} FROM entities_answerrecord
+    WHERE asked_at >= %(first)s AND asked_at <= %(now)s {{gap}}
+    GROUP BY question_normalized
+)"""  # noqa: S608 - built from constants only
+_RECORDS_USERS = """
+    SELECT count(DISTINCT user_id) AS users FROM entities_answerrecord
+    WHERE question_normalized = ranked.question AND asked_at >= %(first)s AND asked_at <= %(now)s {gap}"""
+# With the windows (relative to R, read in this statement so windows and R are one snapshot): a question's
+# sums are its stored ones plus the records of [R, now] minus those of [R - (H-1)h, first) (nothing when R =
+# h0): `tail`, an hour's worth (for gaps, only the gaps move). The first `limit` + QUESTION_STORED_SLACK
+# stored questions in the window index's order (`stored_top`) get their live sums exactly (`known`). Any
+# other question has at most the last of those stored (`floor`) and gains at most its `gained` tail
+# records, so it can only reach the top `limit` when floor + gained >= the `limit`-th best known live count
+# (`needed`): only those few are looked up in the windows (`others`). Exact, and a handful of lookups.
+_SIGNED_MEASURES = ", ".join(f"sum(sign * {expression}) AS {name}" for name, expression in QUESTION_MEASURES.items())
+QUESTION_STORED_SLACK = 100
+_WINDOW_CANDIDATES = f"""state AS MATERIALIZED (
+    SELECT hour AS r FROM analytics_questionwindowstate WHERE id = 1
+), moved AS (
+    SELECT question_normalized AS question, 1 AS sign, result_count, subject_count
+    FROM entities_answerrecord, state WHERE asked_at >= state.r AND asked_at <= %(now)s {{gap}}
+    UNION ALL
+    SELECT question_normalized, -1, result_count, subject_count
+    FROM entities_answerrecord, state
+    WHERE asked_at >= state.r - %(stored_hours)s * interval '1 hour' AND asked_at < %(first)s {{gap}}
+), tail AS MATERIALIZED (
+    SELECT question, {_SIGNED_MEASURES}, count(*) FILTER (WHERE sign > 0) AS gained FROM moved GROUP BY question
+), stored_top AS MATERIALIZED (
+    SELECT question, {{stored}} FROM analytics_questionwindow
+    WHERE {{rank}} > 0 ORDER BY {{rank}} DESC, question LIMIT %(limit)s + {QUESTION_STORED_SLACK}
+), known AS MATERIALIZED (
+    SELECT s.question, {{known_sums}} FROM stored_top AS s LEFT JOIN tail AS t ON t.question = s.question
+), bounds AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM stored_top) = %(limit)s + {QUESTION_STORED_SLACK} AS full,
+           (SELECT min({{measure}}) FROM stored_top) AS floor,
+           (SELECT {{measure}} FROM known ORDER BY {{measure}} DESC LIMIT 1 OFFSET %(limit)s - 1) AS needed
+), others AS (
+    -- When stored_top is not full it holds every question stored in this timeframe: the others have none.
+    SELECT t.question, {{other_sums}}
+    FROM tail AS t CROSS JOIN bounds AS b
+    LEFT JOIN analytics_questionwindow AS w ON b.full AND w.question = t.question
+    WHERE t.question NOT IN (SELECT question FROM stored_top)
+      AND (NOT b.full OR b.needed IS NULL OR b.floor + t.gained >= b.needed)
+), candidates AS (
+    SELECT * FROM known UNION ALL SELECT * FROM others
+)"""  # noqa: S608 - built from constants only
+_WINDOW_USERS = """
+    SELECT count(*) AS users FROM (
+        SELECT user_id FROM analytics_questionasker
+        WHERE question = ranked.question AND {last} >= %(first)s
+        UNION
+        SELECT user_id FROM entities_answerrecord, state
+        WHERE question_normalized = ranked.question AND asked_at >= state.r AND asked_at <= %(now)s
+          AND user_id IS NOT NULL {gap}
+    ) AS askers"""
+# Windows stored for an hour this far before h0 still answer (the difference is read from the records);
+# further back (the worker stopped), or after h0 (a pinned clock), the records alone answer.
+QUESTION_WINDOWS_MAX_LAG = timedelta(hours=12)
 
 
-def _questions(*, timeframe: str, limit: int, now: datetime | None, gaps: bool) -> list[dict]:
+def question_report_sql(*, timeframe: str, gaps: bool, windows: bool) -> str:
+    """The statement of one question report (top or gaps), from the windows or from the records alone."""
+    if timeframe not in TIMEFRAME_HOURS:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    gap = "AND subject_count = 0" if gaps else ""
+    if windows:
+        pairs = [(measure, f"{measure}_{timeframe}") for measure in QUESTION_MEASURES]
+        candidates = _WINDOW_CANDIDATES.format(
+            gap=gap,
+            stored=", ".join(f"{column} AS {measure}" for measure, column in pairs),
+            rank=f"{'gaps' if gaps else 'asked'}_{timeframe}",
+            measure="gaps" if gaps else "asked",
+            known_sums=", ".join(f"s.{measure} + coalesce(t.{measure}, 0) AS {measure}" for measure, _ in pairs),
+            other_sums=", ".join(f"coalesce(w.{column}, 0) + t.{measure} AS {measure}" for measure, column in pairs),
+        )
+        users = _WINDOW_USERS.format(last="last_gap_asked_at" if gaps else "last_asked_at", gap=gap)
+    else:
+        candidates, users = _RECORDS_CANDIDATES.format(gap=gap), _RECORDS_USERS.format(gap=gap)
+    count, results = ("gaps", "gap_results") if gaps else ("asked", "results")
+    return _QUESTION_REPORT_SQL.format(
+        candidates=candidates, count=count, results=results, empty="gap_empty", users=users, gap=gap
+    )
+
+
+def question_windows_usable(*, h0: datetime) -> bool:
+    """Whether the stored question windows can answer a report for the hour h0 (see QUESTION_WINDOWS_MAX_LAG)."""
+    stored = QuestionWindowState.objects.filter(pk=1).values_list("hour", flat=True).first()
+    return stored is not None and h0 - QUESTION_WINDOWS_MAX_LAG <= stored <= h0
+
+
+def _questions(
+    *, timeframe: str, limit: int, now: datetime | None, gaps: bool, windows: bool | None = None
+) -> list[dict]:
     now = now or timezone.now()
-    since = now - timedelta(hours=TIMEFRAME_HOURS[timeframe])
-    sql = _QUESTIONS_SQL.format(gaps=_GAPS_CONDITION if gaps else "")
+    h0 = hour_floor(now)
+    if windows is None:
+        windows = question_windows_usable(h0=h0)
+    params = {
+        "first": question_window_first_hour(timeframe=timeframe, h0=h0),
+        "now": now,
+        "limit": limit,
+        "stored_hours": TIMEFRAME_HOURS[timeframe] - 1,
+    }
     with read_connection().cursor() as cursor:
-        cursor.execute(sql, {"since": since, "now": now, "limit": limit})
+        cursor.execute(question_report_sql(timeframe=timeframe, gaps=gaps, windows=windows), params)
         columns = [column.name for column in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     for row in rows:
@@ -879,14 +979,22 @@ def _questions(*, timeframe: str, limit: int, now: datetime | None, gaps: bool) 
     return rows
 
 
-def questions_top(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
-    """The most asked normalized questions in the timeframe, by count (ties by question)."""
-    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=False)
+def questions_top(
+    *, timeframe: str = "7d", limit: int = 10, now: datetime | None = None, windows: bool | None = None
+) -> list[dict]:
+    """The most asked normalized questions in the timeframe, by count (ties by question).
+
+    `windows`: read the stored question windows (True) or the records alone (False); default: the windows
+    when they are recent enough (`question_windows_usable`). Both give the same answer.
+    """
+    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=False, windows=windows)
 
 
-def questions_gaps(*, timeframe: str = "7d", limit: int = 10, now: datetime | None = None) -> list[dict]:
+def questions_gaps(
+    *, timeframe: str = "7d", limit: int = 10, now: datetime | None = None, windows: bool | None = None
+) -> list[dict]:
     """Content gaps: the most asked questions whose answer had no subject (nothing, or only related)."""
-    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=True)
+    return _questions(timeframe=timeframe, limit=limit, now=now, gaps=True, windows=windows)
 
 
 def questions_for_entity(

@@ -1,5 +1,5 @@
 """Writes of analytics that are not demand arithmetic: refresh requests (the refresh queue's), the demo's demand
-history.
+history, the question windows' roll.
 
 The statements that move demand (counters, buckets, windows, totals) are in analytics.demand.
 """
@@ -10,17 +10,23 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from analytics.definitions import refresh_priority
+from analytics.definitions import (
+    QUESTION_WINDOW_COLUMNS,
+    QUESTION_WINDOW_SPAN_HOURS,
+    hour_floor,
+    question_window_deltas_sql,
+    refresh_priority,
+)
 from analytics.demand import query_signals_apply
 from analytics.demo import DEMO_ASKERS, HistoryEntity, demand_history
-from analytics.models import DemandBucket, RefreshQueueState
+from analytics.models import DemandBucket, QuestionWindowState, RefreshQueueState
 from analytics.selectors import (
     REFRESH_QUEUE_ORDER,
     REFRESH_QUEUE_PAGE_MAX,
@@ -240,6 +246,8 @@ def demand_history_seed(
         report.signals += len(signals)
         if progress:
             progress(len(batch))
+    # The history lies in closed hours the question windows may hold already: build them again.
+    question_windows_roll(now=now, rebuild=True)
     return report
 
 
@@ -253,3 +261,82 @@ def _demo_asker(number: int) -> int:
         user.set_unusable_password()
         user.save(update_fields=["password"])
     return user.pk
+
+
+# -- question windows ---------------------------------------------------------------------------------------
+
+# Rolls never run concurrently (two workers' chores): the second waits, then finds the windows rolled.
+QUESTION_WINDOWS_LOCK = 0x4D57_5157  # "MWQW"
+# An hour's answer records are rolled once it closed this long ago. An answer's record is written with its
+# asked_at and commits a few milliseconds later (one autocommitted INSERT), so no record of a rolled hour
+# can still be in flight.
+QUESTION_ROLL_SETTLE = timedelta(seconds=60)
+
+_QUESTION_COLUMNS = ", ".join(QUESTION_WINDOW_COLUMNS)
+_QUESTION_ROLL_SQL = f"""
+MERGE INTO analytics_questionwindow AS w
+USING ({question_window_deltas_sql(old="%(old)s::timestamptz", new="%(new)s::timestamptz")}
+) AS d ON w.question = d.question
+WHEN MATCHED AND w.asked_30d + d.asked_30d = 0 THEN DELETE
+WHEN MATCHED THEN UPDATE SET {", ".join(f"{c} = w.{c} + d.{c}" for c in QUESTION_WINDOW_COLUMNS)}
+WHEN NOT MATCHED AND d.asked_30d <> 0 THEN
+    INSERT (question, {_QUESTION_COLUMNS}) VALUES (d.question, {", ".join(f"d.{c}" for c in QUESTION_WINDOW_COLUMNS)})
+"""  # noqa: S608 - built from constants only
+_QUESTION_BUILD_SQL = f"""
+INSERT INTO analytics_questionwindow (question, {_QUESTION_COLUMNS})
+{question_window_deltas_sql(old=None, new="%(new)s::timestamptz")}
+"""
+# Each asker's last ask (and last gap) per question among the records of [old, new); GREATEST skips NULLs.
+_ASKERS_ADD_SQL = """
+INSERT INTO analytics_questionasker AS a (question, user_id, last_asked_at, last_gap_asked_at)
+SELECT r.question_normalized, r.user_id, max(r.asked_at), max(r.asked_at) FILTER (WHERE r.subject_count = 0)
+FROM entities_answerrecord AS r
+WHERE r.asked_at >= %(old)s AND r.asked_at < %(new)s AND r.user_id IS NOT NULL
+GROUP BY 1, 2
+ORDER BY 1, 2
+ON CONFLICT (question, user_id) DO UPDATE SET
+    last_asked_at = GREATEST(a.last_asked_at, EXCLUDED.last_asked_at),
+    last_gap_asked_at = GREATEST(a.last_gap_asked_at, EXCLUDED.last_gap_asked_at)
+"""
+
+
+def question_windows_roll(*, now: datetime | None = None, rebuild: bool = False) -> datetime:
+    """Make the question windows and askers relative to the hour R that closed QUESTION_ROLL_SETTLE before
+    `now` (default: the current time); return R.
+
+    Set-based: a roll by one hour reads the records of the hour that enters and of the three that leave a
+    window (1d, 7d, 30d) through the asked_at index, and moves each question's sums by the difference.
+    The first build, a jump of 30 days or more, a move backwards (a pinned clock) or `rebuild` (records
+    were added to closed hours, as the demo's history does) recompute them from the last 30 days of records.
+    Readers never roll; they add the records since R themselves (analytics.selectors.questions_top).
+    """
+    target = hour_floor((now or timezone.now()) - QUESTION_ROLL_SETTLE)
+    span = timedelta(hours=QUESTION_WINDOW_SPAN_HOURS)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [QUESTION_WINDOWS_LOCK])
+        current = QuestionWindowState.objects.filter(pk=1).values_list("hour", flat=True).first()
+        if current == target and not rebuild:
+            return target
+        params = {"old": current, "new": target}
+        if rebuild or current is None or target < current or target - current >= span:
+            cursor.execute("DELETE FROM analytics_questionwindow")
+            cursor.execute(_QUESTION_BUILD_SQL, params)
+            cursor.execute("DELETE FROM analytics_questionasker")
+            cursor.execute(_ASKERS_ADD_SQL, {"old": target - span + timedelta(hours=1), "new": target})
+        else:
+            cursor.execute(_QUESTION_ROLL_SQL, params)
+            cursor.execute(_ASKERS_ADD_SQL, params)
+            # Askers whose last ask left the 30-day window count in no timeframe any more.
+            cursor.execute(
+                "DELETE FROM analytics_questionasker WHERE last_asked_at < %s", [target - span + timedelta(hours=1)]
+            )
+        QuestionWindowState.objects.update_or_create(pk=1, defaults={"hour": target})
+    return target
+
+
+def question_windows_oldest(*, now: datetime | None = None) -> datetime:
+    """The oldest answer record the question windows may still need: a roll subtracts the records that leave
+    the 30-day window, so they must outlive it (prune_demand_data keeps every record from here on)."""
+    target = hour_floor((now or timezone.now()) - QUESTION_ROLL_SETTLE)
+    stored = QuestionWindowState.objects.filter(pk=1).values_list("hour", flat=True).first()
+    return min(stored or target, target) - timedelta(hours=QUESTION_WINDOW_SPAN_HOURS)

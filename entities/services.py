@@ -20,14 +20,14 @@ from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
 from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
 from entities.models import AnswerRecord, AnswerRecordEntity, Entity, EntityEmbedding
-from entities.questions import answer_signal_event_id, question_normalize
+from entities.questions import answer_signal_event_id, answer_signal_event_id_hex, question_normalize
 from entities.retrieval import SearchHit
 from kernel.databases import pg_array_literal
 from kernel.iterables import batched
 from streams.events import ROLE_SUBJECT, QuerySignal, UpdateRequest
 from streams.handlers import ApplyResult
 from streams.publisher import PublishOutcome, query_signals_publish
-from streams.selectors import inbox_counted, outbox_waiting
+from streams.selectors import inbox_contains_sql, inbox_counted, outbox_waiting
 from streams.services import inbox_record
 
 # Content columns: a change to any of them moves updated_at. Demand counters are never written here: a
@@ -362,7 +362,7 @@ def update_request_batch_apply(events: Sequence[UpdateRequest], prepared: object
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_CHUNK = 500
+RECONCILE_CHUNK = 2000
 PRUNE_CHUNK = 10_000
 
 
@@ -466,6 +466,20 @@ def answer_signals_publish(*, record: AnswerRecord) -> PublishOutcome:
     return query_signals_publish(signals=answer_record_signals(record))
 
 
+# The common case in one statement: settle the records of a chunk whose every signal the inbox holds; return
+# their ids. The others (a signal missing) go through the per-record path (re-send or give up).
+_SETTLE_COUNTED_SQL = f"""
+WITH sent AS (
+    SELECT * FROM unnest(%(records)s::uuid[], %(events)s::uuid[]) AS sent(record_id, event_id)
+), missing AS (
+    SELECT DISTINCT record_id FROM sent WHERE NOT {inbox_contains_sql(event_id="sent.event_id")}
+)
+UPDATE entities_answerrecord AS record SET signals_settled = true
+WHERE record.id = ANY(%(chunk)s::uuid[]) AND record.id NOT IN (SELECT record_id FROM missing)
+RETURNING record.id
+"""  # noqa: S608 - built from constants only
+
+
 @dataclass
 class ReconcileOutcome:
     """What one reconciliation did: records checked and settled, signals re-sent, held back, given up."""
@@ -499,17 +513,24 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
     after = Q()
     while outcome.checked < limit:
         # Keyset pagination: held-back records keep their send time, so they must not come round again.
-        records = list(
-            due.filter(after).only("id", "asked_at", "user_id", "question", "entities", "signals_sent_at")[
+        page = list(
+            due.filter(after).values_list("id", "signals_sent_at", "entities")[
                 : min(RECONCILE_CHUNK, limit - outcome.checked)
             ]
         )
-        if not records:
+        if not page:
             break
-        last = records[-1]
-        after = Q(signals_sent_at__gt=last.signals_sent_at) | Q(signals_sent_at=last.signals_sent_at, id__gt=last.id)
-        outcome.checked += len(records)
-        settled, resend_records, resend = _reconcile_chunk(records, inbox_horizon=inbox_horizon, outcome=outcome)
+        last_id, last_sent, _entities = page[-1]
+        after = Q(signals_sent_at__gt=last_sent) | Q(signals_sent_at=last_sent, id__gt=last_id)
+        outcome.checked += len(page)
+        counted = _records_settle_counted(page)
+        outcome.settled += len(counted)
+        missing = AnswerRecord.objects.filter(id__in=[row[0] for row in page if row[0] not in counted]).only(
+            "id", "asked_at", "user_id", "question", "entities", "signals_sent_at"
+        )
+        settled, resend_records, resend = _reconcile_chunk(
+            list(missing) if len(counted) < len(page) else [], inbox_horizon=inbox_horizon, outcome=outcome
+        )
         if resend and hold:
             outcome.held += len(resend)
         elif resend:
@@ -519,7 +540,7 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
         if settled:
             AnswerRecord.objects.filter(id__in=settled).update(signals_settled=True)
             outcome.settled += len(settled)
-        if len(records) < RECONCILE_CHUNK:
+        if len(page) < RECONCILE_CHUNK:
             break
     if outcome.given_up:
         logger.warning(
@@ -534,6 +555,29 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
             outcome.held,
         )
     return outcome
+
+
+def _records_settle_counted(page: Sequence[tuple[uuid.UUID, datetime, list[dict]]]) -> set[uuid.UUID]:
+    """Settle the records of `page` ((id, signals_sent_at, entities) rows) whose every signal is counted, in one
+    statement; return their ids. The path nearly every answer takes, so the event ids are derived as text
+    (`answer_signal_event_id_hex`), without building signals or UUID objects.
+    """
+    record_ids, event_ids = [], []
+    for record_id, _sent, entities in page:
+        namespace = record_id.bytes
+        for item in entities:
+            record_ids.append(record_id.hex)
+            event_ids.append(answer_signal_event_id_hex(answer_id=namespace, entity_id=item["id"]))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SETTLE_COUNTED_SQL,
+            {
+                "records": "{" + ",".join(record_ids) + "}",
+                "events": "{" + ",".join(event_ids) + "}",
+                "chunk": "{" + ",".join(row[0].hex for row in page) + "}",
+            },
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _reconcile_chunk(
@@ -560,9 +604,14 @@ def _reconcile_chunk(
     return settled, resend_records, resend
 
 
-def answer_records_prune(*, now: datetime | None = None) -> int:
-    """Delete answer records (and their entity rows) older than ANSWER_RETENTION_DAYS, in chunks; return how many."""
+def answer_records_prune(*, now: datetime | None = None, keep_from: datetime | None = None) -> int:
+    """Delete answer records (and their entity rows) older than ANSWER_RETENTION_DAYS, in chunks; return how many.
+
+    Records at or after `keep_from` are kept whatever the retention (a reader of them still needs them).
+    """
     cutoff = (now or timezone.now()) - timedelta(days=settings.ANSWER_RETENTION_DAYS)
+    if keep_from is not None:
+        cutoff = min(cutoff, keep_from)
     deleted = 0
     for table, key in (("entities_answerrecordentity", "id"), ("entities_answerrecord", "id")):
         while True:

@@ -234,6 +234,11 @@ def inbox_counted(*, event_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     return set(ProcessedEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
 
 
+def inbox_contains_sql(*, event_id: str) -> str:
+    """SQL condition: the inbox holds `event_id` (a uuid SQL expression), i.e. its effects are committed."""
+    return f"EXISTS (SELECT 1 FROM streams_processedevent AS inbox WHERE inbox.event_id = {event_id})"  # noqa: S608
+
+
 def outbox_waiting() -> bool:
     """Whether any event waits in the outbox (Redis was unreachable and the relay has not caught up)."""
     return OutboxEvent.objects.exists()

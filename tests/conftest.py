@@ -70,8 +70,9 @@ def private_postgres_factory():
     """Start PostgreSQL servers of the test's own (migrated with `manage.py migrate` by the caller)."""
     servers: list[EmbeddedPostgres] = []
 
-    def start(name: str = "pg") -> EmbeddedPostgres:
-        server = EmbeddedPostgres(Path(suite_workdir()) / f"{name}-{uuid.uuid4().hex[:8]}", durable=False)
+    def start(name: str = "pg", *, durable: bool = False) -> EmbeddedPostgres:
+        # durable: fsync and synchronous commits on, as in production, for tests that crash it and count after.
+        server = EmbeddedPostgres(Path(suite_workdir()) / f"{name}-{uuid.uuid4().hex[:8]}", durable=durable)
         server.start()
         servers.append(server)
         return server

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 from collections import Counter
 from datetime import timedelta
 
+import pytest
+import redis
 from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
@@ -13,11 +17,13 @@ from django.utils import timezone
 from entities import services as entity_services
 from entities.models import AnswerRecord, Entity, EntityDemand
 from entities.services import answer_signals_reconcile
+from mandate_wizard.devservers import EmbeddedRedis
 from streams.handlers import chores
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.redis import redis_client
 from streams.worker import StreamWorker
 from tests.entities.catalog import catalog_create
+from tests.live import counted_expected, counted_wait, live_stack, load_run, until
 from tests.streams.pipeline import worker_drain
 
 QS = settings.STREAM_QUERY_SIGNALS
@@ -146,3 +152,47 @@ def test_entities_registers_reconciliation_as_a_worker_chore_at_half_the_bound(s
     (chore,) = [chore for chore in chores() if chore.name == "answer_signals_reconcile"]
     assert chore.run is entity_services.answer_signals_reconcile
     assert chore.interval == settings.ANSWER_RECONCILE_AFTER_SECONDS / 2
+
+
+@pytest.mark.slow
+def test_redis_restarted_empty_under_load_loses_no_signal_of_any_answer(private_postgres_factory, tmp_path):
+    """Clients ask through gunicorn while a real worker counts; Redis restarts empty holding entries the worker
+    never read. Every 200 answer's signals are counted exactly once, re-sent from the records within the bound."""
+    server = private_postgres_factory("pg-redis-loss")
+    redis_server = EmbeddedRedis(tmp_path / "redis")  # the test's own, so it can kill it
+    redis_server.start()
+    try:
+        with live_stack(database_url=server.url, redis_url=redis_server.url, workdir=tmp_path) as live:
+            stream = f"{live.env['STREAM_KEY_PREFIX']}:query_signals"
+            client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+            unread = {}
+
+            def answers_with_entities(seen, start):
+                return sum(1 for status, _, text in seen[start:] if status == 200 and '"entities":[{' in text)
+
+            def during(seen: list, answered: list) -> None:
+                until(lambda: answers_with_entities(seen, 0) >= 10)
+                # The worker is paused (a real process, stopped), so what is published now is accepted and unread.
+                live.worker.send_signal(signal.SIGSTOP)
+                paused = len(seen)
+                until(lambda: answers_with_entities(seen, paused) >= 10)
+                (group,) = client.xinfo_groups(stream)
+                unread["entries"] = group["lag"]
+                redis_server.kill()  # no persistence: it starts again empty
+                redis_server.start()
+                live.worker.send_signal(signal.SIGCONT)
+                restarted = len(seen)
+                until(lambda: answers_with_entities(seen, restarted) >= 10, timeout=30)
+
+            seen, answered = load_run(live.base, during)
+            assert unread["entries"] > 0
+            assert {status for status, _, _ in seen} == {200}  # Redis down: the answers' signals go to the outbox
+            expected = counted_expected(answered)
+            # ANSWER_RECONCILE_AFTER_SECONDS is 2 here: the lost signals are re-sent a bound after they were sent.
+            assert counted_wait(server.url, expected, timeout=30) == expected
+            assert live.worker.poll() is None
+        log = (tmp_path / "worker.log").read_text()
+        resent = sum(int(n) for n in re.findall(r"(\d+) signals re-sent", log))
+        assert resent >= unread["entries"], log[-2000:]
+    finally:
+        redis_server.kill()

@@ -31,8 +31,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from analytics.definitions import hour_floor
 from analytics.demand import demand_buckets_add, demand_totals_rebuild, demand_windows_roll
-from analytics.selectors import demand_trending
-from analytics.services import refresh_queue_snapshot_build
+from analytics.selectors import TIMEFRAMES, demand_trending, questions_gaps, questions_top
+from analytics.services import question_windows_roll, refresh_queue_snapshot_build
 from entities.models import DEMAND_ORDER, Entity, EntityType
 from kernel.databases import throwaway_database
 
@@ -169,6 +169,7 @@ class Command(BaseCommand):
         parser.add_argument("--answers", type=int, default=1_000_000, help="Answer records over 30 days.")
         parser.add_argument("--runs", type=int, default=40, help="Requests per endpoint and mode.")
         parser.add_argument("--baseline-runs", type=int, default=5)
+        parser.add_argument("--only", default="", help="Time only the endpoints whose label starts with this.")
         parser.add_argument("--keep-database", action="store_true", help="Do not drop the throwaway database.")
         parser.add_argument("--explain", action="store_true", help="Print the query plans of the endpoints.")
         # Internal: set by the outer run for the inner run, which works inside the throwaway database.
@@ -184,7 +185,7 @@ class Command(BaseCommand):
             say=self.stdout.write,
         ) as url:
             argv = [sys.executable, str(MANAGE), "bench_analytics", "--inside"]
-            for option in ("entities", "events", "days", "answers", "runs", "baseline_runs"):
+            for option in ("entities", "events", "days", "answers", "runs", "baseline_runs", "only"):
                 argv += [f"--{option.replace('_', '-')}", str(options[option])]
             if options["explain"]:
                 argv.append("--explain")
@@ -205,6 +206,9 @@ class Command(BaseCommand):
         started = time.perf_counter()
         demand_totals_rebuild(stale_min_demand_score=settings.STALE_MIN_DEMAND_SCORE)
         out(f"entity totals built in {time.perf_counter() - started:.1f} s (once; triggers keep them after that)")
+        started = time.perf_counter()
+        question_windows_roll(now=now)
+        out(f"question windows built from the answer records in {time.perf_counter() - started:.1f} s (once)")
         self._vacuum()
 
         staff = get_user_model().objects.create_user(
@@ -234,16 +238,19 @@ class Command(BaseCommand):
             "refresh queue type=format": lambda i: BASE + "refresh-queue/?limit=50&entity_type=format",
             "refresh stats 7d": lambda i: BASE + "refresh-stats/?timeframe=7d",
             "refresh stats 30d": lambda i: BASE + "refresh-stats/?timeframe=30d",
-            "questions top 1d": lambda i: QUESTIONS + "top/?timeframe=1d",
-            "questions top 7d": lambda i: QUESTIONS + "top/?timeframe=7d",
-            "questions top 30d": lambda i: QUESTIONS + "top/?timeframe=30d",
-            "questions gaps 7d": lambda i: QUESTIONS + "gaps/?timeframe=7d",
-            "questions gaps 30d": lambda i: QUESTIONS + "gaps/?timeframe=30d",
+            **{
+                f"questions {report} {timeframe}": (lambda i, r=report, t=timeframe: f"{QUESTIONS}{r}/?timeframe={t}")
+                for report in ("top", "gaps")
+                for timeframe in TIMEFRAMES
+            },
         }
+        if options["only"]:
+            endpoints = {label: path for label, path in endpoints.items() if label.startswith(options["only"])}
         if options["explain"]:
             self._explain(client, endpoints)
 
-        demand_windows_roll()  # as the worker's chore does; a roll is timed on its own below
+        demand_windows_roll()  # as the worker's chores do; a roll is timed on its own below
+        question_windows_roll()
         runs = options["runs"]
         out(f"\n{'endpoint':<28}{'cold p50':>10}{'cold p95':>10}{'warm p50':>10}{'warm p95':>10}   (ms, {runs} runs)")
         worst = 0.0
@@ -261,9 +268,12 @@ class Command(BaseCommand):
         verdict = "meets" if worst <= TARGET_P95_MS else "MISSES"
         out(f"worst cold p95 {worst:.1f} ms: {verdict} the {TARGET_P95_MS:.0f} ms target")
 
-        self._refresh_queue_live(client, runs)
-        self._baseline(options, now)
-        self._roll_and_write(now)
+        if not options["only"] or "refresh queue".startswith(options["only"]):
+            self._refresh_queue_live(client, runs)
+        self._questions_baseline(options)
+        if not options["only"]:
+            self._baseline(options, now)
+            self._roll_and_write(now)
 
     def _load(self, options, h0) -> None:
         out = self.stdout.write
@@ -351,6 +361,8 @@ class Command(BaseCommand):
                 "entities_answerrecord",
                 "entities_answerrecordentity",
                 "entities_refreshrequest",
+                "analytics_questionwindow",
+                "analytics_questionasker",
             ):
                 cursor.execute(f"VACUUM ANALYZE {table}")
         self.stdout.write(f"vacuum analyze in {time.perf_counter() - started:.1f} s")
@@ -409,6 +421,36 @@ class Command(BaseCommand):
         out(
             f"baseline: refresh queue scored per request (REFRESH_QUEUE_SNAPSHOT_SECONDS=0), cold: "
             f"p50 {statistics.median(cold):.0f} ms, p95 {percentile(cold, 0.95):.0f} ms"
+        )
+
+    def _questions_baseline(self, options) -> None:
+        """The question reports from the records alone (the plain GROUP BY over the timeframe, as before the
+        windows), timed cold; and the check that the windows give the same rows."""
+        out = self.stdout.write
+        out(f"\nbaseline: question reports from the records alone, query only, {options['baseline_runs']} cold runs")
+        for name, report in (("top", questions_top), ("gaps", questions_gaps)):
+            for timeframe in TIMEFRAMES:
+                timings = []
+                for _ in range(options["baseline_runs"]):
+                    connection.close()
+                    connection.ensure_connection()
+                    now = timezone.now()
+                    started = time.perf_counter()
+                    plain = report(timeframe=timeframe, limit=10, now=now, windows=False)
+                    timings.append((time.perf_counter() - started) * 1000)
+                windows = report(timeframe=timeframe, limit=10, now=now, windows=True)
+                if windows != plain:
+                    raise CommandError(f"questions {name} {timeframe}: the windows differ from the records: {windows}")
+                median, worst = statistics.median(timings), max(timings)
+                out(f"  questions {name} {timeframe}: p50 {median:.0f} ms, max {worst:.0f} ms; the windows agree")
+        started = time.perf_counter()
+        question_windows_roll(now=timezone.now() + timedelta(hours=1))
+        forward = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        question_windows_roll(rebuild=True)
+        out(
+            f"question windows: roll by 1 h {forward:.0f} ms, "
+            f"rebuild from the records {(time.perf_counter() - started) * 1000:.0f} ms"
         )
 
     def _baseline(self, options, now) -> None:

@@ -3,6 +3,9 @@
 Creates a database on the same PostgreSQL server and uses stream keys of its own, publishes a
 Zipf-skewed workload, runs the real worker (`run_stream_worker`, a subprocess) to drain it, checks that
 every total is exact, and prints events/s, the baseline's events/s and the ratio, and the worker's memory.
+The workload is answers, each with its answer record (as on the answer path); then it measures what the
+answer reconciliation costs: the worker's events/s with its chore on (settling the first workload's
+answers) and off, and the chore's own rate.
 With `--workers N --partitions P` the workers first share the partitions out; the run also prints events
 per CPU-second of the workers and the PostgreSQL and Redis process trees, the row-lock wait share and the
 WAL, inbox, Redis and bucket bytes per event (docs/scaling.md).
@@ -20,6 +23,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 import redis
@@ -30,8 +34,9 @@ from django.db.models import F, Sum
 
 from analytics.demand import demand_windows_roll
 from analytics.models import DemandBucket
-from entities.models import Entity, EntityDemand
-from entities.services import demo_entities_seed
+from entities.models import AnswerRecord, Entity, EntityDemand
+from entities.questions import answer_signal_event_id
+from entities.services import answer_signals_reconcile, demo_entities_seed
 from kernel.databases import throwaway_database
 from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
@@ -47,8 +52,18 @@ DUPLICATE_SHARE = 0.01
 # When the worker's memory is sampled, in % of the events read. The first batches warm the worker up
 # (two batches are in memory at once: the one applied and the one read ahead); after that it stays flat.
 RSS_SAMPLES = (10, 25, 50, 75, 100)
+# The worker's reconciliation chore: off (no answer is ever due) and on (every 0.5 s, answers due after 1 s).
+RECONCILE_OFF = {"ANSWER_RECONCILE_AFTER_SECONDS": str(10**9)}
+RECONCILE_ON = {"ANSWER_RECONCILE_AFTER_SECONDS": "1"}
 # A group that never reads, on every key while the workers start: the workers' trimming keeps every entry.
 HOLD_GROUP = "bench_hold"
+
+
+class BenchAnswer(NamedTuple):
+    """One answer of the workload: its id and its signals (one per distinct entity)."""
+
+    id: uuid.UUID
+    signals: list[QuerySignal]
 
 
 def _vm_kib(pid: int, field: str) -> int:
@@ -66,15 +81,16 @@ class Command(BaseCommand):
         parser.add_argument("--entities", type=int, default=6408)
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="The worker's --batch-size.")
         parser.add_argument("--workers", type=int, default=1, help="Worker processes draining in parallel.")
-        parser.add_argument(
-            "--partitions", type=int, default=1, help="STREAM_PARTITIONS of the run (1: the one stream key)."
-        )
         parser.add_argument("--baseline-events", type=int, default=3000, help="Sample size for the naive baseline.")
         parser.add_argument("--publish-chunk", type=int, default=10, help="Signals per publish call (one answer).")
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--keep-database", action="store_true", help="Do not drop the throwaway database.")
         # Internal: set by the outer run for the inner run, which works inside the throwaway database.
         parser.add_argument("--inside", action="store_true", help="(internal)")
+
+        parser.add_argument(
+            "--partitions", type=int, default=1, help="STREAM_PARTITIONS of the run (1: the one stream key)."
+        )
 
     def handle(self, *args, **options):
         if options["inside"]:
@@ -131,53 +147,38 @@ class Command(BaseCommand):
         for rank in range(1, len(entities) + 1):
             total += 1 / rank**ZIPF_EXPONENT
             cum_weights.append(total)
-        now = datetime.now(UTC)
-        span = timedelta(days=30).total_seconds()
-        picks = rng.choices(entities, cum_weights=cum_weights, k=count)
-        signals = [
-            QuerySignal(
-                event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
-                entity_id=entity_id,
-                entity_type=entity_type,
-                query="who greenlit this",
-                user_id="bench",
-                timestamp=now - timedelta(seconds=rng.random() * span),
-            )
-            for entity_id, entity_type in picks
-        ]
-        expected = Counter(signal.entity_id for signal in signals)
-        # Some events published twice (an answer's retry, an outbox relay after a partial publish).
-        workload = signals + rng.sample(signals, int(count * DUPLICATE_SHARE))
+        chunk = options["publish_chunk"]
+        answers = self._answers(rng=rng, entities=entities, cum_weights=cum_weights, count=count, chunk=chunk)
+        expected = Counter(signal.entity_id for answer in answers for signal in answer.signals)
+        # Each answer is on the record (sent long ago, not settled): the reconciliation's work once counted.
+        self._records_create(answers)
+        # Some answers published twice (an answer's retry, an outbox relay after a partial publish).
+        workload = answers + rng.sample(answers, int(len(answers) * DUPLICATE_SHARE))
         rng.shuffle(workload)
         top = expected.most_common(1)[0][1]
+        duplicates = sum(len(answer.signals) for answer in workload) - count
         out(
-            f"workload: {count} events (+{len(workload) - count} duplicate publishes) over {len(entities)} "
-            f"entities, Zipf s={ZIPF_EXPONENT}, timestamps over 30 days; busiest entity {top} events, "
-            f"{len(expected)} entities queried"
+            f"workload: {len(answers)} answers, {count} events (+{duplicates} duplicate "
+            f"publishes) over {len(entities)} entities, Zipf s={ZIPF_EXPONENT}, timestamps over 30 days; "
+            f"busiest entity {top} events, {len(expected)} entities queried"
         )
 
-        redis_circuit.reset()
-        chunk = options["publish_chunk"]
-        started = time.perf_counter()
-        outboxed = 0
-        for start in range(0, len(workload), chunk):
-            outboxed += query_signals_publish(signals=workload[start : start + chunk]).outboxed
-        publish_seconds = time.perf_counter() - started
-        if outboxed:
-            raise CommandError(f"{outboxed} events went to the outbox: Redis was not reachable")
+        entries, publish_seconds = self._publish(workload)
         out(
-            f"publish: {len(workload)} events in {publish_seconds:.2f} s = {len(workload) / publish_seconds:,.0f} "
-            f"events/s ({chunk} per call, one pipelined round trip each)"
+            f"publish: {entries} events in {publish_seconds:.2f} s = {entries / publish_seconds:,.0f} "
+            f"events/s (one answer per call, up to {chunk} signals, one pipelined round trip each)"
         )
 
         batch_size, workers = options["batch_size"], options["workers"]
         self._capacity_before(client=client)
-        process_seconds, rss = self._drain(client=client, batch_size=batch_size, workers=workers, total=len(workload))
-        out(
-            f"process: {len(workload)} entries in {process_seconds:.2f} s = {len(workload) / process_seconds:,.0f} "
-            f"events/s ({workers} worker{'s' if workers > 1 else ''}, --batch-size {batch_size})"
+        process_seconds, rss = self._drain(
+            client=client, batch_size=batch_size, workers=workers, total=entries, env=RECONCILE_OFF
         )
-        self._cost_report(entries=len(workload), partitions=options["partitions"])
+        out(
+            f"process: {entries} entries in {process_seconds:.2f} s = {entries / process_seconds:,.0f} "
+            f"events/s ({workers} worker{'s' if workers > 1 else ''}, --batch-size {batch_size}, reconciliation off)"
+        )
+        self._cost_report(entries=entries, partitions=options["partitions"])
         out(
             "worker memory (largest worker): RSS "
             + ", ".join(f"{rss[share] / 1024:.0f} MiB at {share}%" for share in RSS_SAMPLES)
@@ -187,15 +188,145 @@ class Command(BaseCommand):
         self._totals_check(expected=expected, count=count)
         out("totals: exact (query_count per entity, demand_score, hourly buckets, inbox)")
 
+        rate = entries / process_seconds
+        # Before the baseline, which moves the counters its own way.
+        self._reconciliation(
+            rng=rng,
+            entities=entities,
+            cum_weights=cum_weights,
+            options=options,
+            expected=expected,
+            entries=entries,
+            rate_off=rate,
+        )
+
         baseline_rate = self._baseline(
             rng=rng, entities=entities, cum_weights=cum_weights, count=options["baseline_events"]
         )
-        rate = len(workload) / process_seconds
         out(
             f"baseline (seed's way: COUNT 10, one UPDATE and one XACK per event): "
             f"{options['baseline_events']} events at {baseline_rate:,.0f} events/s"
         )
         out(f"ratio: {rate / baseline_rate:.1f}x the baseline")
+
+    # -- answers and their reconciliation -------------------------------------------------------------------
+
+    @staticmethod
+    def _answers(*, rng: random.Random, entities, cum_weights, count: int, chunk: int) -> list[BenchAnswer]:
+        """`count` Zipf picks as answers: up to `chunk` distinct entities each, one time each (over 30 days),
+        event ids derived from the answer (entities.questions.answer_signal_event_id), as on the answer path."""
+        now = datetime.now(UTC)
+        span = timedelta(days=30).total_seconds()
+        answers: list[BenchAnswer] = []
+        current: dict[uuid.UUID, QuerySignal] = {}
+        answer_id, asked_at = None, None
+        for entity_id, entity_type in rng.choices(entities, cum_weights=cum_weights, k=count):
+            if answer_id is None or len(current) == chunk or entity_id in current:
+                if current:
+                    answers.append(BenchAnswer(answer_id, list(current.values())))
+                answer_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+                asked_at = now - timedelta(seconds=rng.random() * span)
+                current = {}
+            current[entity_id] = QuerySignal(
+                event_id=answer_signal_event_id(answer_id=answer_id, entity_id=entity_id),
+                entity_id=entity_id,
+                entity_type=entity_type,
+                query="who greenlit this",
+                user_id="bench",
+                timestamp=asked_at,
+                rank=len(current) + 1,
+            )
+        answers.append(BenchAnswer(answer_id, list(current.values())))
+        return answers
+
+    @staticmethod
+    def _records_create(answers: list[BenchAnswer]) -> None:
+        """The answers' records, unsettled and sent when asked (so the reconciliation finds them due)."""
+        records = [
+            AnswerRecord(
+                id=answer.id,
+                asked_at=answer.signals[0].timestamp,
+                question="who greenlit this",
+                question_normalized="who greenlit this",
+                entities=[
+                    {"id": str(s.entity_id), "entity_type": s.entity_type, "role": s.role, "rank": s.rank, "score": 1}
+                    for s in answer.signals
+                ],
+                result_count=len(answer.signals),
+                subject_count=len(answer.signals),
+                latency_ms=1.0,
+                composer="bench",
+                signals_sent_at=answer.signals[0].timestamp,
+            )
+            for answer in answers
+        ]
+        AnswerRecord.objects.bulk_create(records, batch_size=5000)
+
+    @staticmethod
+    def _publish(workload: list[BenchAnswer]) -> tuple[int, float]:
+        """Publish each answer's signals in one call; return (entries, seconds)."""
+        redis_circuit.reset()
+        started = time.perf_counter()
+        outboxed = 0
+        for answer in workload:
+            outboxed += query_signals_publish(signals=answer.signals).outboxed
+        seconds = time.perf_counter() - started
+        if outboxed:
+            raise CommandError(f"{outboxed} events went to the outbox: Redis was not reachable")
+        return sum(len(answer.signals) for answer in workload), seconds
+
+    def _reconciliation(
+        self, *, rng, entities, cum_weights, options, expected: Counter, entries: int, rate_off: float
+    ) -> None:
+        """The worker's events/s with the reconciliation chore on, then off, on new equal workloads (without
+        records) while the chore settles the first workload's answers (all counted, all due); the chore's rate."""
+        out = self.stdout.write
+        client = redis_client()
+        count, chunk = options["events"], options["publish_chunk"]
+        records = AnswerRecord.objects.count()
+        rates: dict[str, list[float]] = {"off": [rate_off], "on": []}
+        for mode in ("on", "off"):
+            answers = self._answers(rng=rng, entities=entities, cum_weights=cum_weights, count=count, chunk=chunk)
+            expected.update(signal.entity_id for answer in answers for signal in answer.signals)
+            published, _seconds = self._publish(answers)
+            seconds, _rss = self._drain(
+                client=client,
+                batch_size=options["batch_size"],
+                workers=options["workers"],
+                total=published,
+                env=RECONCILE_ON if mode == "on" else RECONCILE_OFF,
+            )
+            rates[mode].append(published / seconds)
+            entries += published
+            if mode == "on":
+                unsettled = AnswerRecord.objects.filter(signals_settled=False).count()
+                # Ever added to the stream (the worker trims it), against what the benchmark published.
+                added = sum(
+                    client.xinfo_stream(key)["entries-added"] for key in stream_keys(settings.STREAM_QUERY_SIGNALS)
+                )
+                resent = added - entries
+                if unsettled or resent:
+                    raise CommandError(f"reconciliation: {unsettled} answers unsettled, {resent} signals re-sent")
+        self._totals_check(expected=expected, count=sum(expected.values()))
+        on, off = rates["on"][0], sum(rates["off"]) / len(rates["off"])
+        out(
+            f"reconciliation on (ANSWER_RECONCILE_AFTER_SECONDS=1: every 0.5 s; it settled the first workload's "
+            f"{records} answers during the drain and re-sent nothing): {on:,.0f} events/s; off (the runs before "
+            f"and after): {', '.join(f'{rate:,.0f}' for rate in rates['off'])} events/s; on/off {on / off:.2f} "
+            f"(target >= 0.90); totals exact"
+        )
+        AnswerRecord.objects.update(signals_settled=False)
+        started = time.perf_counter()
+        outcome = answer_signals_reconcile(limit=records)
+        seconds = time.perf_counter() - started
+        if (outcome.checked, outcome.settled, outcome.resent) != (records, records, 0):
+            raise CommandError(f"reconciliation of counted answers did {outcome}")
+        signals = sum(AnswerRecord.objects.values_list("result_count", flat=True))
+        out(
+            f"reconciliation rate (answer_signals_reconcile in process, every answer counted): {records} answers "
+            f"({signals} signals) in {seconds:.2f} s = {records / seconds:,.0f} answers/s, "
+            f"{signals / seconds:,.0f} signals/s"
+        )
 
     @staticmethod
     def _settle() -> None:
@@ -215,18 +346,19 @@ class Command(BaseCommand):
                 pass
 
     def _drain(
-        self, *, client: redis.Redis, batch_size: int, workers: int, total: int
+        self, *, client: redis.Redis, batch_size: int, workers: int, total: int, env: dict[str, str]
     ) -> tuple[float, dict[int | str, int]]:
-        """Run real workers until the group has read and acknowledged everything; time the draining."""
+        """Run real workers (`env` added to theirs) until the group has read and acknowledged the `total` new
+        entries; time the draining."""
         keys = stream_keys(settings.STREAM_QUERY_SIGNALS)
-        self._groups_hold(client=client, keys=keys)
+        before = self._groups_hold(client=client, keys=keys)
         processes = [
             subprocess.Popen(
                 [
                     *(sys.executable, str(MANAGE), "run_stream_worker", "--consumer", f"bench-worker-{number}"),
                     *("--batch-size", str(batch_size), "--block-ms", "200"),
                 ],
-                env={**os.environ, "LOG_LEVEL": "WARNING"},
+                env={**os.environ, "LOG_LEVEL": "WARNING", **env},
             )
             for number in range(workers)
         ]
@@ -237,13 +369,15 @@ class Command(BaseCommand):
         rss: dict[int | str, int] = dict.fromkeys((*RSS_SAMPLES, "peak"), 0)
         try:
             self._workers_ready(client=client, processes=processes)
-            self._groups_release(client=client, keys=keys)
+            self._groups_release(client=client, before=before)
+            already = sum(entries_read for _last, entries_read in before.values())
             started = None
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 if any(process.poll() is not None for process in processes):
                     raise CommandError("a worker exited early")
                 read, pending = self._group_progress(client=client, keys=keys)
+                read -= already
                 if started is None and read:
                     started = time.perf_counter()
                     cpu_started = self._cpu_snapshot(processes=processes)
@@ -268,18 +402,28 @@ class Command(BaseCommand):
     # -- partitions, CPU seconds, lock waits, capacity figures (--partitions, issue 15) ------------------------
 
     @staticmethod
-    def _groups_hold(*, client: redis.Redis, keys: list[str]) -> None:
-        """The workers' group at the end of every key, a never-reading group at the start: the workers start,
-        share the partitions out and trim nothing while they see no entry."""
+    def _groups_hold(*, client: redis.Redis, keys: list[str]) -> dict[str, tuple[str, int]]:
+        """The workers' group at the end of every key, a never-reading group where the workers' group was: the
+        workers start, share the partitions out and trim nothing while they see no entry. Returns each key's
+        (last delivered id, entries read) of the workers' group before, for `_groups_release`."""
+        before = {}
         for key in keys:
-            client.xgroup_create(key, settings.STREAM_CONSUMER_GROUP, id="$", mkstream=True)
-            client.xgroup_create(key, HOLD_GROUP, id="0")
+            groups = client.xinfo_groups(key) if client.exists(key) else []
+            group = next((g for g in groups if g["name"] == settings.STREAM_CONSUMER_GROUP), None)
+            if group is None:
+                client.xgroup_create(key, settings.STREAM_CONSUMER_GROUP, id="$", mkstream=True)
+                before[key] = ("0", 0)
+            else:
+                client.xgroup_setid(key, settings.STREAM_CONSUMER_GROUP, id="$")
+                before[key] = (group["last-delivered-id"], group["entries-read"] or 0)
+            client.xgroup_create(key, HOLD_GROUP, id=before[key][0])
+        return before
 
     @staticmethod
-    def _groups_release(*, client: redis.Redis, keys: list[str]) -> None:
-        """Move the workers' group back to the start of every key: all workers start draining at once."""
-        for key in keys:
-            client.xgroup_setid(key, settings.STREAM_CONSUMER_GROUP, id="0", entries_read=0)
+    def _groups_release(*, client: redis.Redis, before: dict[str, tuple[str, int]]) -> None:
+        """Move the workers' group back to where it was on every key: all workers start draining at once."""
+        for key, (last_id, entries_read) in before.items():
+            client.xgroup_setid(key, settings.STREAM_CONSUMER_GROUP, id=last_id, entries_read=entries_read)
             client.xgroup_destroy(key, HOLD_GROUP)
 
     @staticmethod
