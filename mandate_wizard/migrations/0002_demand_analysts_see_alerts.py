@@ -17,13 +17,14 @@ def _permissions(apps):
 
 
 def alert_views_grant(apps, schema_editor):
-    group = apps.get_model("auth", "Group").objects.get(name=GROUP_NAME)
+    group, _ = apps.get_model("auth", "Group").objects.get_or_create(name=GROUP_NAME)
     group.permissions.add(*_permissions(apps))
 
 
 def alert_views_revoke(apps, schema_editor):
-    group = apps.get_model("auth", "Group").objects.get(name=GROUP_NAME)
-    group.permissions.remove(*_permissions(apps))
+    # The group may be gone already (deleted by hand, or a test database flushed).
+    for group in apps.get_model("auth", "Group").objects.filter(name=GROUP_NAME):
+        group.permissions.remove(*_permissions(apps))
 
 
 class Migration(migrations.Migration):

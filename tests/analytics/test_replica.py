@@ -28,8 +28,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from kernel.replica import REPLICA, ReplicaRouter, read_connection, replica_reads
 from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, free_port
+from tests.live import port_wait, until
 from tests.real_servers import suite_workdir
-from tests.test_database_outage import port_wait, until
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGE = ROOT / "manage.py"
