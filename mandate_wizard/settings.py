@@ -121,6 +121,9 @@ SERVICE_RETRY_AFTER_SECONDS = env.int("SERVICE_RETRY_AFTER_SECONDS", default=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL")
+# A Redis or Valkey Cluster: REDIS_URL names any node, and every client (streams.redis, the cache) is a
+# cluster client that follows the slots to their primaries (docs/events.md, "On a Redis Cluster").
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
 # Publishing must never slow an answer: a short socket timeout, then the outbox takes the events.
 REDIS_PUBLISH_TIMEOUT = env.float("REDIS_PUBLISH_TIMEOUT", default=0.25)
 # After a failed publish, answers skip Redis (outbox only) for this long before trying it again.
@@ -202,6 +205,19 @@ CACHES = {
         "OPTIONS": {"socket_timeout": CACHE_SOCKET_TIMEOUT, "socket_connect_timeout": CACHE_SOCKET_TIMEOUT},
     }
 }
+if REDIS_CLUSTER:
+    # Django's RedisCache speaks to one server only; django-valkey's cluster backend (Django Commons) is a
+    # cluster client. The throttles use single-key GET/SET, so slots never matter to them.
+    CACHES["default"] = {
+        "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "BASE_CLIENT_KWARGS": {
+                "socket_timeout": CACHE_SOCKET_TIMEOUT,
+                "socket_connect_timeout": CACHE_SOCKET_TIMEOUT,
+            }
+        },
+    }
 
 # Answers: embeddings (entities/embeddings.py) and the answer composer (entities/answers.py).
 EMBEDDING_BACKEND = env.str("EMBEDDING_BACKEND", default="hashed")  # hashed | sentence-transformers | http

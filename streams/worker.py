@@ -26,7 +26,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from streams.events import InvalidEvent, event_parse, heartbeat_fields, heartbeat_key
 from streams.handlers import BatchHandler, batch_handlers, chores
 from streams.metrics import worker_batch_observe
-from streams.redis import redis_client
+from streams.redis import keys_by_slot, redis_client
 from streams.selectors import pipeline_streams
 from streams.services import DeadEntry, inbox_prune, outbox_relay, stream_batch_apply, stream_entries_settle
 
@@ -172,6 +172,8 @@ class StreamWorker:
         self.stats = WorkerStats()
         # A blocking read must not hit the socket timeout; a hung server must not hang us forever.
         self.client = redis_client(timeout=block_ms / 1000 + 10)
+        # XREADGROUP names every stream; on a cluster one call may only name streams of one slot.
+        self._read_groups = keys_by_slot(self.streams)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         # Our own pending entries (after a restart under the same name, a failure or a claim) come first.
@@ -314,17 +316,32 @@ class StreamWorker:
     def entries_read(self) -> list[Entry]:
         """Read our own pending entries first (history), then new ones (blocking up to block_ms)."""
         if self._history:
-            reply = self.client.xreadgroup(
-                self.group, self.consumer, dict.fromkeys(self.streams, "0"), count=self.batch_size
-            )
-            entries = self._entries_from(reply)
+            entries = self._entries_from(self._group_read("0"))
             if entries:
                 return self._with_deliveries(entries)
             self._history = False
-        reply = self.client.xreadgroup(
-            self.group, self.consumer, dict.fromkeys(self.streams, ">"), count=self.batch_size, block=self.block_ms
-        )
-        return self._entries_from(reply)
+        return self._entries_from(self._group_read(">", block=self.block_ms))
+
+    def _group_read(self, ids: str, *, block: int | None = None) -> list:
+        """XREADGROUP of every stream from `ids`: one call on one Redis, one per slot on a cluster.
+
+        Across slots only the last call may block, and only when the others found nothing, so an idle
+        worker waits at most `block` for an entry of any stream.
+        """
+        reply: list = []
+        last = len(self._read_groups) - 1
+        for index, streams in enumerate(self._read_groups):
+            reply += (
+                self.client.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    dict.fromkeys(streams, ids),
+                    count=self.batch_size,
+                    block=block if index == last and not reply else None,
+                )
+                or []
+            )
+        return reply
 
     @staticmethod
     def _entries_from(reply) -> list[Entry]:
@@ -384,10 +401,7 @@ class StreamWorker:
 
     def _read_ahead(self) -> ParsedBatch | None:
         """The read-ahead thread: new entries only, without blocking (an idle stream is read normally)."""
-        reply = self.client.xreadgroup(
-            self.group, self.consumer, dict.fromkeys(self.streams, ">"), count=self.batch_size
-        )
-        entries = self._entries_from(reply)
+        entries = self._entries_from(self._group_read(">"))
         return self.entries_parse(entries) if entries else None
 
     def _ahead_take(self) -> ParsedBatch | None:
