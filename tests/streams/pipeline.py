@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -82,6 +82,14 @@ def totals_assert(signals: Sequence[QuerySignal]) -> None:
     assert ProcessedEvent.objects.count() == distinct
 
 
+def drained(client: redis.Redis) -> bool:
+    """Everything in the QuerySignal stream was delivered to the group and acknowledged."""
+    stream = settings.STREAM_QUERY_SIGNALS
+    groups = client.xinfo_groups(stream)
+    last = client.xinfo_stream(stream)["last-generated-id"]
+    return bool(groups) and groups[0]["last-delivered-id"] == last and groups[0]["pending"] == 0
+
+
 def worker_drain(worker: StreamWorker, *, rounds: int = 1000) -> None:
     """Run the unit of work until a read returns nothing."""
     for _ in range(rounds):
@@ -118,12 +126,14 @@ class WorkerProcess:
         database: str | None = None,
         redis_url: str | None = None,
         args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.log_path = log_dir / f"worker-{consumer}-{uuid.uuid4().hex[:6]}.log"
         env = {
             **os.environ,
             "DATABASE_URL": database or database_url(),
             "REDIS_URL": redis_url or settings.REDIS_URL,
+            **(env or {}),
         }
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
