@@ -1,7 +1,10 @@
 """`make run`: the whole system on one machine — services, migrations, demo data, web server and worker.
 
 Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded PostgreSQL and Redis that keep
-their data in `.data/` (git-ignored). Ctrl-C stops every process it started, servers included.
+their data in `.data/` (git-ignored). With REDIS_CLUSTER=true and no REDIS_URL the Redis is an embedded
+cluster of three primaries, created anew each run: its nodes remember each other's ports, which are
+chosen when it starts (PostgreSQL keeps the data; the answers' reconciliation re-sends what Redis lost).
+Ctrl-C stops every process it started, servers included.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, free_port
+from environ import Env
+
+from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, free_port, remove_tree
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / ".data"
@@ -45,11 +50,18 @@ def main() -> int:
             postgres = EmbeddedPostgres(DATA_DIR / "postgres")
             postgres.start()
             env["DATABASE_URL"] = postgres.url
-        if not env.get("REDIS_URL"):
+        cluster = env.get("REDIS_CLUSTER", "").strip().lower() in Env.BOOLEAN_TRUE_STRINGS
+        if not env.get("REDIS_URL") and cluster:
+            remove_tree(DATA_DIR / "redis-cluster")
+            redis_server = EmbeddedRedisCluster(DATA_DIR / "redis-cluster")
+            redis_server.start()
+            env["REDIS_URL"] = redis_server.url
+        elif not env.get("REDIS_URL"):
             redis_server = EmbeddedRedis(DATA_DIR / "redis", persistent=True)
             redis_server.start()
             env["REDIS_URL"] = redis_server.url
-        print(f"PostgreSQL: {env['DATABASE_URL']}\nRedis:      {env['REDIS_URL']}", flush=True)
+        kind = " (cluster: any node)" if cluster else ""
+        print(f"PostgreSQL: {env['DATABASE_URL']}\nRedis:      {env['REDIS_URL']}{kind}", flush=True)
 
         _manage("migrate", "--noinput", env=env)
         _manage("seed_demo", "--if-empty", env=env)

@@ -325,19 +325,20 @@ class StreamWorker:
     def _group_read(self, ids: str, *, block: int | None = None) -> list:
         """XREADGROUP of every stream from `ids`: one call on one Redis, one per slot on a cluster.
 
-        Across slots only the last call may block, and only when the others found nothing, so an idle
-        worker waits at most `block` for an entry of any stream.
+        Across slots only one call may block: the first group's (the QuerySignals), read last and only
+        when the others found nothing. So on a cluster an idle worker sees a new entry of another slot's
+        stream within `block` ms, and under a backlog nothing waits.
         """
+        groups = self._read_groups[1:] + self._read_groups[:1]
         reply: list = []
-        last = len(self._read_groups) - 1
-        for index, streams in enumerate(self._read_groups):
+        for index, streams in enumerate(groups):
             reply += (
                 self.client.xreadgroup(
                     self.group,
                     self.consumer,
                     dict.fromkeys(streams, ids),
                     count=self.batch_size,
-                    block=block if index == last and not reply else None,
+                    block=block if index == len(groups) - 1 and not reply else None,
                 )
                 or []
             )
