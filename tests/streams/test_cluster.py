@@ -22,7 +22,7 @@ from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
 from mandate_wizard.devservers import EmbeddedRedisCluster
 from mandate_wizard.settings import redis_cache
 from streams.events import QuerySignal
-from streams.models import ProcessedEvent
+from streams.models import OutboxEvent, ProcessedEvent
 from streams.publisher import redis_circuit, update_requests_publish
 from streams.redis import redis_client
 from streams.selectors import streams_info
@@ -192,3 +192,29 @@ def test_readyz_fails_while_a_primary_is_down_and_recovers(cluster, redis_cluste
     redis_cluster.primary_start(primary)
     wait_until(lambda: Client().get("/readyz").status_code == 200, timeout=30, what="/readyz to recover")
     cache.clear()
+
+
+def test_answers_while_the_whole_cluster_is_down_go_to_the_outbox_and_are_counted_once_back(
+    cluster, redis_cluster, user_client
+):
+    catalog_create()
+    worker = cluster_worker("outage")
+    for node in redis_cluster.nodes:
+        node.stop()
+    # The throttle's cache fails open and the signals go to the outbox: answers still succeed.
+    for question in ["Who is Chris Mansolillo?", "Tell me about Silver Harbor Studios"] * 2:
+        response = user_client.post("/api/answer", json.dumps({"question": question}), content_type="application/json")
+        assert response.status_code == 200, response.content
+    assert OutboxEvent.objects.exists()
+    response = Client().get("/readyz")
+    assert (response.status_code, response.json()["failing"]) == (503, ["redis"])
+
+    for node in redis_cluster.nodes:
+        node.start()
+    redis_cluster.wait_ready()
+    redis_circuit.reset()
+    worker.groups_ensure()
+    wait_until(lambda: worker.run_once() == 0 and not OutboxEvent.objects.exists(), timeout=30, what="the relay")
+    worker_drain(worker)
+    expected = Counter(entity_id for record in AnswerRecord.objects.all() for entity_id in record.entity_ids)
+    assert dict(EntityDemand.objects.filter(query_count__gt=0).values_list("entity_id", "query_count")) == expected
