@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import redis
 from django.conf import settings
 from django.db import DatabaseError
 
 from streams.events import MAX_ENTITY_IDS, QuerySignal, UpdateRequest
-from streams.redis import redis_client
+from streams.redis import REDIS_ERRORS, redis_client
 from streams.services import outbox_events_add
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def _entries_publish(*, entries: list[tuple[str, dict[str, str]]]) -> PublishOut
             for stream, fields in entries:
                 pipe.xadd(stream, fields)
             pipe.execute()
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             redis_circuit.trip()
             logger.warning("Redis publish failed (%s); %d events go to the outbox", error, len(entries))
         else:

@@ -18,6 +18,12 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+# What a client raises when Redis cannot serve a command. redis-py's cluster client raises
+# RedisClusterException, which is no RedisError, when no node of the cluster answers (it rebuilds its slot
+# map after a connection error and finds nobody) or no node serves a key's slot; every place that treats
+# an unreachable Redis as transient catches this tuple.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+
 
 @functools.cache
 def _client(url: str, timeout: float | None, retry: bool, cluster: bool) -> redis.Redis | RedisCluster:

@@ -25,7 +25,7 @@ from kernel.databases import pg_array_literal
 from streams.events import dead_letter_decode, dead_letter_fields
 from streams.handlers import ApplyResult, BatchHandler
 from streams.models import OutboxEvent, ProcessedEvent
-from streams.redis import key_in_slot_of, redis_client
+from streams.redis import REDIS_ERRORS, key_in_slot_of, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def outbox_relay(*, limit: int = 10_000) -> int:
     """
     relayed = 0
     while relayed < limit:
-        failed: tuple[list[int], redis.RedisError] | None = None
+        failed: tuple[list[int], Exception] | None = None
         with transaction.atomic():
             rows = list(
                 OutboxEvent.objects.select_for_update(skip_locked=True)
@@ -213,7 +213,7 @@ def outbox_relay(*, limit: int = 10_000) -> int:
                 for _row_id, stream, fields in rows:
                     pipe.xadd(stream, fields)
                 pipe.execute()
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 failed = (ids, error)
             else:
                 OutboxEvent.objects.filter(id__in=ids).delete()

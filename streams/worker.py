@@ -26,7 +26,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from streams.events import InvalidEvent, event_parse, heartbeat_fields, heartbeat_key
 from streams.handlers import BatchHandler, batch_handlers, chores
 from streams.metrics import worker_batch_observe
-from streams.redis import keys_by_slot, redis_client
+from streams.redis import REDIS_ERRORS, keys_by_slot, redis_client
 from streams.selectors import pipeline_streams
 from streams.services import DeadEntry, inbox_prune, outbox_relay, stream_batch_apply, stream_entries_settle
 
@@ -475,7 +475,7 @@ class StreamWorker:
             acks.setdefault(entry.stream, []).append(entry.entry_id)
         try:
             stream_entries_settle(client=self.client, acks=acks, dead=dead)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             # Committed but not acknowledged: the entries come back and the inbox skips them.
             self._history = True
             raise
@@ -568,7 +568,7 @@ class StreamWorker:
                 try:
                     if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
                         self.heartbeat()
-                except redis.RedisError:
+                except REDIS_ERRORS:
                     pass
 
     def _sleep(self, seconds: float) -> None:

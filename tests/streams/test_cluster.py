@@ -49,12 +49,18 @@ GROUP = settings.STREAM_CONSUMER_GROUP
 CLUSTER_ENV = {"REDIS_CLUSTER": "true"}
 
 
+def primaries_up(redis_cluster: EmbeddedRedisCluster) -> None:
+    """Start every primary a test left stopped, then wait until the cluster serves every slot."""
+    for node in redis_cluster.nodes:
+        if not node.running:
+            node.start()
+    redis_cluster.wait_ready()
+
+
 @pytest.fixture
 def cluster(settings, redis_cluster: EmbeddedRedisCluster) -> RedisCluster:
     """Settings pointed at the cluster (streams, cache), every primary up and empty; the cluster client."""
-    for node in redis_cluster.nodes:
-        if not node.running:
-            redis_cluster.primary_start(node)
+    primaries_up(redis_cluster)
     settings.REDIS_CLUSTER = True
     settings.REDIS_URL = redis_cluster.url
     settings.CACHES = {"default": redis_cache(url=redis_cluster.url, cluster=True)}
@@ -63,9 +69,7 @@ def cluster(settings, redis_cluster: EmbeddedRedisCluster) -> RedisCluster:
     redis_circuit.reset()
     yield client
     redis_circuit.reset()
-    for node in redis_cluster.nodes:
-        if not node.running:
-            redis_cluster.primary_start(node)
+    primaries_up(redis_cluster)
     client.flushall()
 
 
@@ -209,9 +213,7 @@ def test_answers_while_the_whole_cluster_is_down_go_to_the_outbox_and_are_counte
     response = Client().get("/readyz")
     assert (response.status_code, response.json()["failing"]) == (503, ["redis"])
 
-    for node in redis_cluster.nodes:
-        node.start()
-    redis_cluster.wait_ready()
+    primaries_up(redis_cluster)
     redis_circuit.reset()
     worker.groups_ensure()
     wait_until(lambda: worker.run_once() == 0 and not OutboxEvent.objects.exists(), timeout=30, what="the relay")
