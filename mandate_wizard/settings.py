@@ -242,6 +242,10 @@ STREAM_QUERY_SIGNALS = f"{STREAM_KEY_PREFIX}:query_signals"
 STREAM_UPDATE_REQUESTS = f"{STREAM_KEY_PREFIX}:update_requests"
 STREAM_DEAD_LETTER = f"{STREAM_KEY_PREFIX}:dead_letter"
 STREAM_CONSUMER_GROUP = "mandate_wizard_workers"
+# QuerySignals spread over this many stream keys ({prefix}:query_signals:{p}); 1 keeps the one key.
+STREAM_PARTITIONS = env.int("STREAM_PARTITIONS", default=1)
+if STREAM_PARTITIONS < 1:
+    raise ImproperlyConfigured("STREAM_PARTITIONS must be 1 or more")
 # Inbox ids must outlive any redelivery window; buckets feed trending (30d current + 30d previous).
 INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", default=7)
 DEMAND_BUCKET_RETENTION_DAYS = env.int("DEMAND_BUCKET_RETENTION_DAYS", default=90)

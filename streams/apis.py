@@ -56,7 +56,9 @@ class GroupOutputSerializer(serializers.Serializer):
 
 
 class StreamOutputSerializer(serializers.Serializer):
-    name = serializers.CharField()
+    name = serializers.CharField(help_text="The Redis key: the stream, or one partition of it.")
+    stream = serializers.CharField(help_text="The stream this key belongs to (its own name when unpartitioned).")
+    partition = serializers.IntegerField(allow_null=True, help_text="The partition number; null when unpartitioned.")
     exists = serializers.BooleanField()
     length = serializers.IntegerField()
     first_entry_id = serializers.CharField(allow_null=True)
@@ -71,6 +73,15 @@ class WorkerOutputSerializer(serializers.Serializer):
     last_batch_at = serializers.CharField(allow_null=True)
     pid = serializers.CharField(allow_null=True)
     host = serializers.CharField(allow_null=True)
+    partitions = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Partitions this worker holds the lease of."
+    )
+
+
+class PartitionLeaseOutputSerializer(serializers.Serializer):
+    partition = serializers.IntegerField()
+    owner = serializers.CharField(allow_null=True, help_text="The worker holding the lease; null when free.")
+    expires_in_ms = serializers.IntegerField(allow_null=True)
 
 
 class StreamsInfoOutputSerializer(serializers.Serializer):
@@ -95,6 +106,13 @@ class StreamsInfoOutputSerializer(serializers.Serializer):
         },
     )
     workers = WorkerOutputSerializer(many=True, help_text="Workers whose heartbeat has not expired.")
+    partitions = inline_serializer(
+        name="StreamPartitions",
+        fields={
+            "count": serializers.IntegerField(help_text="STREAM_PARTITIONS."),
+            "leases": PartitionLeaseOutputSerializer(many=True),
+        },
+    )
 
 
 class DeadLetterEntryOutputSerializer(serializers.Serializer):
@@ -119,9 +137,10 @@ class StreamsInfoView(StaffOpsView):
     @extend_schema(
         summary="Event pipeline state",
         description=(
-            "For each stream: length, first and last entry ids, the worker group's consumers (name, pending,"
-            " idle), pending total and lag (entries not yet delivered). Also the dead-letter length, the"
-            " outbox backlog and the live workers from their heartbeats."
+            "For each stream key (each partition of a partitioned stream): length, first and last entry ids,"
+            " the worker group's consumers (name, pending, idle), pending total and lag (entries not yet"
+            " delivered); totals over all keys. Also the dead-letter length, the outbox backlog, the live"
+            " workers from their heartbeats and, with STREAM_PARTITIONS > 1, each partition's lease holder."
         ),
         responses={
             200: StreamsInfoOutputSerializer,

@@ -28,6 +28,10 @@ _entity_types: frozenset[str] = frozenset()
 
 # Key names and the fields the pipeline adds to Redis, each spelled here only.
 HEARTBEAT_PREFIX = f"{settings.STREAM_KEY_PREFIX}:workers:"
+# Each partitioned stream's partition key field (by the setting that names the stream): QuerySignals of
+# one entity land on one partition, so its demand rows are only ever locked by that partition's owner.
+# streams.partitions applies the rule; UpdateRequests name up to 1000 entities and stay one key.
+PARTITION_KEY_FIELDS = {"STREAM_QUERY_SIGNALS": "entity_id"}
 # Fields added to an entry when it moves to the dead-letter stream; the rest are the original entry's.
 DEAD_LETTER_META_FIELDS = ("dead_reason", "source_stream", "source_id", "dead_at", "deliveries")
 # What the entity was to the answer: what the question was about, or named by that entity's record.
@@ -64,9 +68,16 @@ def heartbeat_key(consumer: str) -> str:
 
 
 def heartbeat_fields(
-    *, consumer: str, started_at: datetime, events_processed: int, last_batch_at: datetime | None, pid: int, host: str
+    *,
+    consumer: str,
+    started_at: datetime,
+    events_processed: int,
+    last_batch_at: datetime | None,
+    pid: int,
+    host: str,
+    partitions: Iterable[int] = (),
 ) -> dict[str, str | int]:
-    """A worker's heartbeat hash, as the worker writes it."""
+    """A worker's heartbeat hash, as the worker writes it (`partitions`: those it holds the lease of)."""
     return {
         "consumer": consumer,
         "started_at": timestamp_encode(started_at),
@@ -74,6 +85,7 @@ def heartbeat_fields(
         "last_batch_at": timestamp_encode(last_batch_at) if last_batch_at else "",
         "pid": pid,
         "host": host,
+        "partitions": ",".join(str(partition) for partition in sorted(partitions)),
     }
 
 
@@ -86,6 +98,7 @@ def heartbeat_decode(key: str, beat: Mapping[str, str]) -> dict[str, Any]:
         "last_batch_at": beat.get("last_batch_at") or None,
         "pid": beat.get("pid"),
         "host": beat.get("host"),
+        "partitions": [int(p) for p in (beat.get("partitions") or "").split(",") if p.isdigit()],
     }
 
 
@@ -299,7 +312,7 @@ def update_request_parse(fields: dict, *, now: datetime | None = None) -> Update
 
 
 def event_parse(stream: str, fields: dict, *, now: datetime | None = None) -> QuerySignal | UpdateRequest:
-    """Decode an entry read from `stream`; raise InvalidEvent with a readable reason."""
+    """Decode an entry of the logical stream `stream`; raise InvalidEvent with a readable reason."""
     if stream == settings.STREAM_QUERY_SIGNALS:
         return query_signal_parse(fields, now=now)
     if stream == settings.STREAM_UPDATE_REQUESTS:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from django.db import connection
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,13 +46,47 @@ class PipelineCollector(Collector):
         pending = GaugeMetricFamily(
             "mandate_wizard_stream_pending", "Entries delivered but not yet acknowledged", labels=["stream"]
         )
+        # Per stream (a partitioned stream's partitions summed), and per partition key when partitioned.
+        totals: dict[str, list[int]] = {}
+        partition_length = GaugeMetricFamily(
+            "mandate_wizard_stream_partition_length", "Entries in a stream partition", labels=["stream", "partition"]
+        )
+        partition_lag = GaugeMetricFamily(
+            "mandate_wizard_stream_partition_lag",
+            "Entries of a stream partition not yet delivered to the consumer group",
+            labels=["stream", "partition"],
+        )
+        partition_pending = GaugeMetricFamily(
+            "mandate_wizard_stream_partition_pending",
+            "Entries of a stream partition delivered but not yet acknowledged",
+            labels=["stream", "partition"],
+        )
         for stream in info["streams"]:
-            length.add_metric([stream["name"]], stream["length"])
-            lag.add_metric([stream["name"]], stream["group"]["lag"] or 0)
-            pending.add_metric([stream["name"]], stream["group"]["pending"])
+            numbers = (stream["length"], stream["group"]["lag"] or 0, stream["group"]["pending"])
+            total = totals.setdefault(stream["stream"], [0, 0, 0])
+            for index, number in enumerate(numbers):
+                total[index] += number
+            if stream["partition"] is not None:
+                labels = [stream["stream"], str(stream["partition"])]
+                partition_length.add_metric(labels, numbers[0])
+                partition_lag.add_metric(labels, numbers[1])
+                partition_pending.add_metric(labels, numbers[2])
+        for name, (stream_length, stream_lag, stream_pending) in totals.items():
+            length.add_metric([name], stream_length)
+            lag.add_metric([name], stream_lag)
+            pending.add_metric([name], stream_pending)
         yield length
         yield lag
         yield pending
+        if info["partitions"]["count"] > 1:
+            yield partition_length
+            yield partition_lag
+            yield partition_pending
+            held = GaugeMetricFamily(
+                "mandate_wizard_stream_partitions_held", "Partitions whose lease a live worker holds"
+            )
+            held.add_metric([], sum(1 for lease in info["partitions"]["leases"] if lease["owner"]))
+            yield held
         dead = GaugeMetricFamily("mandate_wizard_dead_letter_length", "Entries in the dead-letter stream")
         dead.add_metric([], info["dead_letter"]["length"])
         yield dead
@@ -92,22 +126,44 @@ WORKER_BATCH_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=WORKER_REGISTRY,
 )
+WORKER_PARTITION_EVENTS_PROCESSED = Counter(
+    "mandate_wizard_worker_partition_events_processed",
+    "Valid events whose effects were committed, per stream partition (STREAM_PARTITIONS > 1)",
+    ["partition"],
+    registry=WORKER_REGISTRY,
+)
+WORKER_PARTITIONS_HELD = Gauge(
+    "mandate_wizard_worker_partitions_held", "Partitions this worker holds the lease of", registry=WORKER_REGISTRY
+)
 WORKER_REGISTRY.register(PipelineCollector())
 
 
 def worker_batch_observe(
-    *, processed: Mapping[str, int], duplicates: int, dead_lettered: int, size: int, duration: float
+    *,
+    processed: Mapping[str, int],
+    duplicates: int,
+    dead_lettered: int,
+    size: int,
+    duration: float,
+    partition: int | None = None,
 ) -> None:
-    """Record one finished batch in the worker's metrics (`processed`: events applied per stream)."""
+    """Record one finished batch in the worker's metrics (`processed`: events applied per stream;
+    `partition`: the partition the batch was read from, if any)."""
     for stream, count in processed.items():
         if count:
             WORKER_EVENTS_PROCESSED.labels(stream=stream).inc(count)
+            if partition is not None:
+                WORKER_PARTITION_EVENTS_PROCESSED.labels(partition=str(partition)).inc(count)
     if duplicates:
         WORKER_DUPLICATES_SKIPPED.inc(duplicates)
     if dead_lettered:
         WORKER_DEAD_LETTERED.inc(dead_lettered)
     WORKER_BATCH_SIZE.observe(size)
     WORKER_BATCH_DURATION.observe(duration)
+
+
+def worker_partitions_observe(*, held: int) -> None:
+    WORKER_PARTITIONS_HELD.set(held)
 
 
 def worker_metrics_serve(*, port: int, addr: str = "0.0.0.0") -> None:  # scraped from outside

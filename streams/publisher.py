@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from streams.events import MAX_ENTITY_IDS, QuerySignal, UpdateRequest
+from streams.partitions import stream_key_route
 from streams.redis import REDIS_ERRORS, redis_client
 from streams.services import outbox_events_add
 
@@ -56,13 +57,17 @@ redis_circuit = _RedisCircuit()
 
 
 def _entries_publish(*, entries: list[tuple[str, dict[str, str]]]) -> PublishOutcome:
+    """XADD each (logical stream, fields) to its key (its partition, streams.partitions), else the outbox.
+
+    The outbox keeps the logical stream: the relay routes the entry again, by the setting of its day.
+    """
     if not entries:
         return PublishOutcome(0, 0)
     if redis_circuit.allows():
         try:
             pipe = redis_client(timeout=settings.REDIS_PUBLISH_TIMEOUT, retry=False).pipeline(transaction=False)
             for stream, fields in entries:
-                pipe.xadd(stream, fields)
+                pipe.xadd(stream_key_route(stream, fields), fields)
             pipe.execute()
         except REDIS_ERRORS as error:
             redis_circuit.trip()

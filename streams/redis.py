@@ -8,14 +8,16 @@ several keys must then keep them in one slot; `keys_by_slot` splits such a comma
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 # What a client raises when Redis cannot serve a command. redis-py's cluster client raises
@@ -87,3 +89,27 @@ def key_in_slot_of(key: str, name: str) -> str:
         # A brace that is no tag would come first in `key:name:{key}` too and spoil the tag.
         raise ValueError(f"cannot name a key in the slot of {key!r}: it has a '{{' but no hash tag")
     return f"{key}:{name}:{{{key}}}"
+
+
+def script_pipelined(
+    client: redis.Redis | RedisCluster, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+) -> list[Any]:
+    """Run `script` once per (keys, args) in one pipeline (one round trip per node on a cluster).
+
+    A cluster pipeline does not load scripts the way a plain one does, and a restarted server has
+    forgotten them: on NOSCRIPT the script is loaded (on a cluster: on every primary) and the calls are
+    sent again. Only for scripts that may run twice (compare-and-set ones).
+    """
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(reply, NoScriptError) for reply in replies):
+            client.script_load(script.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+    raise AssertionError("unreachable")

@@ -13,6 +13,7 @@ from django.db.models import Count, Min
 from streams.events import HEARTBEAT_PREFIX, dead_letter_decode, heartbeat_decode
 from streams.handlers import batch_handlers
 from streams.models import OutboxEvent, ProcessedEvent
+from streams.partitions import key_partition, partition_count, partition_lease_key, stream_keys
 from streams.redis import redis_client
 
 # When Redis cannot report a group's lag (entries deleted after its last delivered id), count at most this.
@@ -96,35 +97,70 @@ def _entry_age_seconds(entry_id: str, now_ms: int) -> float:
     return max(0, now_ms - int(entry_id.split("-", 1)[0])) / 1000
 
 
-def stream_waiting(*, stream: str, client: redis.Redis | None = None) -> dict[str, Any]:
-    """Entries of `stream` the worker group has not acknowledged yet, and the age of the oldest of them.
-
-    Waiting = lag (not yet delivered) + pending (delivered, not yet acknowledged). The oldest is the first
-    pending entry, else the first undelivered one; its age is measured on Redis's clock (TIME), the clock
-    its id was taken from. Without a group (no worker has started) the whole stream is waiting.
-    """
-    client = client or redis_client()
-    info = stream_info(stream=stream, client=client)
+def _key_waiting(*, key: str, client: redis.Redis) -> tuple[int, int, str | None]:
+    """(lag, pending, oldest waiting entry id) of one stream key."""
+    info = stream_info(stream=key, client=client)
     group = info["group"]
     oldest_id = None
     if group["pending"]:
-        oldest_id = client.xpending(stream, group["name"])["min"]
+        oldest_id = client.xpending(key, group["name"])["min"]
     elif group["lag"] and not group["exists"]:
         oldest_id = info["first_entry_id"]
     elif group["lag"]:
         after = group["last_delivered_id"] or "0-0"
-        entries = client.xrange(stream, min=f"({after}", max="+", count=1)
+        entries = client.xrange(key, min=f"({after}", max="+", count=1)
         oldest_id = _entry_id(entries[0]) if entries else None
+    return group["lag"], group["pending"], oldest_id
+
+
+def stream_waiting(*, stream: str, client: redis.Redis | None = None) -> dict[str, Any]:
+    """Entries of `stream` the worker group has not acknowledged yet, and the age of the oldest of them.
+
+    Waiting = lag (not yet delivered) + pending (delivered, not yet acknowledged), over all the stream's
+    partitions. The oldest is a key's first pending entry, else its first undelivered one; its age is
+    measured on Redis's clock (TIME), the clock its id was taken from. Without a group (no worker has
+    started) the whole stream is waiting.
+    """
+    client = client or redis_client()
+    lag = pending = 0
+    oldest_ids = []
+    for key in stream_keys(stream):
+        key_lag, key_pending, key_oldest = _key_waiting(key=key, client=client)
+        lag, pending = lag + key_lag, pending + key_pending
+        if key_oldest:
+            oldest_ids.append(key_oldest)
+    oldest_id = min(oldest_ids, key=lambda entry_id: int(entry_id.split("-", 1)[0])) if oldest_ids else None
     seconds, microseconds = client.time()
     now_ms = seconds * 1000 + microseconds // 1000
     return {
         "stream": stream,
-        "waiting": group["lag"] + group["pending"],
-        "lag": group["lag"],
-        "pending": group["pending"],
+        "waiting": lag + pending,
+        "lag": lag,
+        "pending": pending,
         "oldest_waiting_id": oldest_id,
         "oldest_waiting_age_seconds": _entry_age_seconds(oldest_id, now_ms) if oldest_id else None,
     }
+
+
+def partition_leases(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """Each partition's lease: who holds it and for how many more milliseconds (none when P = 1)."""
+    client = client or redis_client()
+    partitions = range(partition_count()) if partition_count() > 1 else range(0)
+    if not partitions:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for partition in partitions:
+        pipe.get(partition_lease_key(partition))
+        pipe.pttl(partition_lease_key(partition))
+    replies = pipe.execute()
+    return [
+        {
+            "partition": partition,
+            "owner": replies[2 * index],
+            "expires_in_ms": replies[2 * index + 1] if replies[2 * index] is not None else None,
+        }
+        for index, partition in enumerate(partitions)
+    ]
 
 
 def workers_live(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
@@ -159,9 +195,17 @@ def dead_letter_length(*, client: redis.Redis | None = None) -> int:
 
 
 def streams_info(*, client: redis.Redis | None = None) -> dict[str, Any]:
-    """Everything `GET /api/events/streams/info`, `stream_status`, the dashboard and /metrics show."""
+    """Everything `GET /api/events/streams/info`, `stream_status`, the dashboard and /metrics show.
+
+    `streams` has one item per Redis key: a partitioned stream's partitions each (`stream` names the
+    logical stream, `partition` the number; None for a stream that is one key); `totals` sum them all.
+    """
     client = client or redis_client()
-    streams = [stream_info(stream=name, client=client) for name in pipeline_streams()]
+    streams = [
+        {**stream_info(stream=key, client=client), "stream": name, "partition": key_partition(key)}
+        for name in pipeline_streams()
+        for key in stream_keys(name)
+    ]
     return {
         "streams": streams,
         "totals": {
@@ -172,6 +216,7 @@ def streams_info(*, client: redis.Redis | None = None) -> dict[str, Any]:
         "dead_letter": {"name": settings.STREAM_DEAD_LETTER, "length": dead_letter_length(client=client)},
         "outbox": outbox_backlog(),
         "workers": workers_live(client=client),
+        "partitions": {"count": partition_count(), "leases": partition_leases(client=client)},
     }
 
 

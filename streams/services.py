@@ -25,7 +25,8 @@ from kernel.databases import pg_array_literal
 from streams.events import dead_letter_decode, dead_letter_fields
 from streams.handlers import ApplyResult, BatchHandler
 from streams.models import OutboxEvent, ProcessedEvent
-from streams.redis import REDIS_ERRORS, key_in_slot_of, redis_client
+from streams.partitions import partition_lease_key, partition_members_key, stream_key_route, stream_logical
+from streams.redis import REDIS_ERRORS, key_in_slot_of, redis_client, script_pipelined
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def outbox_relay(*, limit: int = 10_000) -> int:
             try:
                 pipe = redis_client().pipeline(transaction=False)
                 for _row_id, stream, fields in rows:
-                    pipe.xadd(stream, fields)
+                    pipe.xadd(stream_key_route(stream, fields), fields)
                 pipe.execute()
             except REDIS_ERRORS as error:
                 failed = (ids, error)
@@ -245,6 +246,79 @@ def inbox_prune(*, retention: timedelta | None = None) -> int:
         deleted += count
         if count < INBOX_PRUNE_CHUNK:
             return deleted
+
+
+# -- partition leases ------------------------------------------------------------------------------------
+# One key per command (the lease key, or the members key), so each is slot-safe on a Redis Cluster.
+PARTITION_LEASE_TTL_MS = 10_000
+# Compare-and-renew / compare-and-delete: only the holder named in the value moves its lease.
+_LEASE_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0"""
+_LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0"""
+# A worker's beat in the members set, on Redis's clock (so the hosts' clocks need not agree); members
+# silent for a lease TTL are dropped. Returns how many workers share the partitions.
+_MEMBERS_BEAT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], ms, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], 3 * tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])"""
+
+
+def partition_leases_renew(*, client: redis.Redis, consumer: str, partitions: Sequence[int]) -> set[int]:
+    """Renew `consumer`'s leases of `partitions` (one pipelined round trip); return those still its own."""
+    if not partitions:
+        return set()
+    renew = client.register_script(_LEASE_RENEW)
+    calls = [([partition_lease_key(partition)], [consumer, PARTITION_LEASE_TTL_MS]) for partition in partitions]
+    replies = script_pipelined(client, renew, calls)
+    return {partition for partition, ok in zip(partitions, replies, strict=True) if ok}
+
+
+def partition_leases_acquire(*, client: redis.Redis, consumer: str, candidates: Sequence[int], want: int) -> list[int]:
+    """Take up to `want` of the `candidates` nobody holds (`SET NX PX`), in the candidates' order.
+
+    A lease already in `consumer`'s name (its previous life under the same name) is renewed and counts.
+    """
+    if want <= 0 or not candidates:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for partition in candidates:
+        pipe.get(partition_lease_key(partition))
+    holders = pipe.execute()
+    free = [p for p, holder in zip(candidates, holders, strict=True) if holder is None or holder == consumer]
+    if not free:
+        return []
+    free = free[:want]
+    pipe = client.pipeline(transaction=False)
+    for partition in free:
+        pipe.set(partition_lease_key(partition), consumer, nx=True, px=PARTITION_LEASE_TTL_MS)
+    taken = [partition for partition, ok in zip(free, pipe.execute(), strict=True) if ok]
+    return taken + sorted(
+        partition_leases_renew(client=client, consumer=consumer, partitions=sorted(set(free) - set(taken)))
+    )
+
+
+def partition_leases_release(*, client: redis.Redis, consumer: str, partitions: Sequence[int]) -> None:
+    """Give up `consumer`'s leases of `partitions` (only those it still holds), so another takes them now."""
+    if not partitions:
+        return
+    release = client.register_script(_LEASE_RELEASE)
+    script_pipelined(client, release, [([partition_lease_key(partition)], [consumer]) for partition in partitions])
+
+
+def partition_members_beat(*, client: redis.Redis, consumer: str) -> int:
+    """Record that `consumer` shares the partitions out; return how many workers do (itself included)."""
+    beat = client.register_script(_MEMBERS_BEAT)
+    return int(beat(keys=[partition_members_key()], args=[consumer, PARTITION_LEASE_TTL_MS]))
+
+
+def partition_members_leave(*, client: redis.Redis, consumer: str) -> None:
+    client.zrem(partition_members_key(), consumer)
 
 
 @dataclass
@@ -315,7 +389,8 @@ def dead_letters_replay(
         entries = [dead_letter_decode(entry_id, fields) for entry_id, fields in page]
         if reason_contains:
             entries = [entry for entry in entries if reason_contains.lower() in entry["reason"].lower()]
-        known = [entry for entry in entries if entry["source_stream"] in sources]
+        # A partition's entries go back through the partition rule (the setting may have changed since).
+        known = [entry for entry in entries if stream_logical(entry["source_stream"]) in sources]
         outcome.unknown_source += len(entries) - len(known)
         event_ids = [entry["event_id"] for entry in known if _is_uuid(entry["event_id"])]
         counted = {
@@ -333,7 +408,7 @@ def dead_letters_replay(
             if entry["event_id"] in counted:
                 outcome.already_counted += 1
             else:
-                replay.xadd(entry["source_stream"], entry["fields"])
+                replay.xadd(stream_key_route(entry["source_stream"], entry["fields"]), entry["fields"])
                 outcome.replayed += 1
                 outcome.replayed_ids.append(entry["id"])
         replay.execute()

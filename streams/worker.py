@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -25,10 +26,31 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from streams.events import InvalidEvent, event_parse, heartbeat_fields, heartbeat_key
 from streams.handlers import BatchHandler, batch_handlers, chores
-from streams.metrics import worker_batch_observe
+from streams.metrics import worker_batch_observe, worker_partitions_observe
+from streams.partitions import (
+    key_partition,
+    partition_count,
+    partition_of,
+    partition_stream_key,
+    stream_keys,
+    stream_logical,
+    stream_partitioned,
+)
 from streams.redis import REDIS_ERRORS, keys_by_slot, redis_client
 from streams.selectors import pipeline_streams
-from streams.services import DeadEntry, inbox_prune, outbox_relay, stream_batch_apply, stream_entries_settle
+from streams.services import (
+    PARTITION_LEASE_TTL_MS,
+    DeadEntry,
+    inbox_prune,
+    outbox_relay,
+    partition_leases_acquire,
+    partition_leases_release,
+    partition_leases_renew,
+    partition_members_beat,
+    partition_members_leave,
+    stream_batch_apply,
+    stream_entries_settle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +71,21 @@ GIL_SWITCH_INTERVAL = 0.0005
 DEFAULT_BATCH_SIZE = 10_000
 
 DB_TRANSIENT = (OperationalError, InterfaceError)
+# A partition is read and committed only while more than this remains of its lease by the worker's own
+# clock, counted from before the renewal was sent (so it ends before Redis lets the lease go): a batch
+# then commits, at the latest, well inside the lease. A commit even later is harmless (the inbox).
+LEASE_USABLE_MARGIN = PARTITION_LEASE_TTL_MS / 2000
+# With several keys to read (partitions) a blocking read waits on one key at a time, this long at most,
+# so a quiet partition delays another's entries by no more than this.
+MULTI_KEY_BLOCK_MS = 100
 
 
 class StopRequested(Exception):
     """Raised inside a retry wait when the worker was asked to stop; the batch stays pending."""
+
+
+class LeaseLost(Exception):
+    """Raised inside a retry wait when the batch's partition is no longer this worker's: drop the batch."""
 
 
 def default_consumer_name() -> str:
@@ -158,11 +191,21 @@ class StreamWorker:
         claim_idle_ms: int = 60_000,
         stop_requested: Callable[[], bool] = lambda: False,
         read_ahead: bool = False,
+        partitions: Sequence[int] | None = None,
     ) -> None:
         self.consumer = consumer or default_consumer_name()
         # Registration order is lock order (streams.handlers); it is fixed for the worker's life.
         self.handlers: list[BatchHandler] = batch_handlers()
         self.streams = list(streams or pipeline_streams())
+        # With STREAM_PARTITIONS > 1 a partitioned stream is read only on the partitions this worker holds
+        # the lease of (`partitions` pins them; otherwise it takes its fair share); the others are shared.
+        self.partitioned = [stream for stream in self.streams if stream_partitioned(stream)]
+        self.shared = [stream for stream in self.streams if not stream_partitioned(stream)]
+        self.pinned = sorted(set(partitions)) if partitions is not None else None
+        if self.pinned is not None and (
+            not self.partitioned or not all(0 <= p < partition_count() for p in self.pinned)
+        ):
+            raise ValueError(f"partitions must be among 0..{partition_count() - 1} of a partitioned stream")
         self.group = settings.STREAM_CONSUMER_GROUP
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -172,12 +215,17 @@ class StreamWorker:
         self.stats = WorkerStats()
         # A blocking read must not hit the socket timeout; a hung server must not hang us forever.
         self.client = redis_client(timeout=block_ms / 1000 + 10)
-        # XREADGROUP names every stream; on a cluster one call may only name streams of one slot.
-        self._read_groups = keys_by_slot(self.streams)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         # Our own pending entries (after a restart under the same name, a failure or a claim) come first.
+        # On a partition that role is the takeover's: every entry pending there is claimed when it is taken.
         self._history = True
+        # partition -> when (monotonic) the lease ends by our clock; partitions to give up after the batch
+        # in hand; partition keys whose pending entries are still to claim -> XAUTOCLAIM cursor.
+        self._leases: dict[int, float] = {}
+        self._releasing: set[int] = set()
+        self._takeover: dict[str, str] = {}
+        self._rotation = 0
         self._due: dict[str, float] = {}
         self._chore_keys: dict[str, object] = {}
         self._claim_cursor: dict[str, str] = {}
@@ -185,17 +233,22 @@ class StreamWorker:
         # (Redis and Python work overlap PostgreSQL's). Never touches the database.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="stream-read-ahead") if read_ahead else None
         self._ahead: Future[ParsedBatch | None] | None = None
+        self._applying: set[int] = set()
 
     # -- setup and housekeeping ---------------------------------------------------------------------------
 
     def groups_ensure(self) -> None:
-        """Create the group on every stream (MKSTREAM, from the beginning) unless it exists."""
-        for stream in self.streams:
+        """Create the group on every stream key (MKSTREAM, from the beginning) unless it exists."""
+        for stream in self._all_keys():
             try:
                 self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
             except redis.ResponseError as error:
                 if "BUSYGROUP" not in str(error):
                     raise
+
+    def _all_keys(self) -> list[str]:
+        """Every key of the worker's streams: all partitions of a partitioned one."""
+        return [key for stream in self.streams for key in stream_keys(stream)]
 
     def _due_now(self, what: str, interval: float) -> bool:
         now = time.monotonic()
@@ -217,10 +270,12 @@ class StreamWorker:
                 last_batch_at=self.stats.last_batch_at,
                 pid=self.pid,
                 host=self.host,
+                partitions=self._leases,
             ),
         )
         pipe.expire(key, HEARTBEAT_TTL_SECONDS)
         pipe.execute()
+        self.leases_renew()
 
     def heartbeat_clear(self) -> None:
         self.client.delete(heartbeat_key(self.consumer))
@@ -232,7 +287,7 @@ class StreamWorker:
         last-delivered id, so neither an unacknowledged nor an undelivered entry is ever dropped.
         """
         removed = 0
-        for stream in self.streams:
+        for stream in self._all_keys():
             try:
                 groups = self.client.xinfo_groups(stream)
             except redis.ResponseError:
@@ -251,7 +306,7 @@ class StreamWorker:
     def consumers_prune(self) -> int:
         """Remove other consumers that own no pending entry, are idle and have no live heartbeat."""
         removed = 0
-        for stream in self.streams:
+        for stream in self._all_keys():
             try:
                 consumers = self.client.xinfo_consumers(stream, self.group)
             except redis.ResponseError:
@@ -273,7 +328,7 @@ class StreamWorker:
         is walked over successive calls rather than rescanned from the start.
         """
         claimed: list[Entry] = []
-        for stream in self.streams:
+        for stream in [key for keys in self._read_groups() for key in keys]:
             cursor = self._claim_cursor.get(stream, "0-0")
             next_cursor, messages, *_deleted = self.client.xautoclaim(
                 stream, self.group, self.consumer, self.claim_idle_ms, start_id=cursor, count=self.batch_size
@@ -291,6 +346,7 @@ class StreamWorker:
         chores the apps registered (streams.handlers.chore_register)."""
         if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
             self.heartbeat()
+            self.partitions_balance()
         if self._due_now("outbox", OUTBOX_INTERVAL):
             self.stats.outbox_relayed += outbox_relay()
         if self._due_now("trim", TRIM_INTERVAL):
@@ -311,38 +367,198 @@ class StreamWorker:
             elif self._due_now(f"chore:{chore.name}", chore.interval):
                 chore.run()
 
+    # -- partitions: leases, fair share, takeover ------------------------------------------------------------
+
+    def _partition_keys(self, partition: int) -> list[str]:
+        return [partition_stream_key(stream, partition) for stream in self.partitioned]
+
+    def lease_usable(self, partition: int) -> bool:
+        """Whether this worker may read and commit `partition` now: its lease, with the margin to spare."""
+        deadline = self._leases.get(partition)
+        return deadline is not None and deadline - time.monotonic() > LEASE_USABLE_MARGIN
+
+    def _keys_usable(self, keys) -> bool:
+        for key in keys:
+            partition = key_partition(key)
+            if partition is not None and not self.lease_usable(partition):
+                return False
+        return True
+
+    @property
+    def partitions_held(self) -> list[int]:
+        return sorted(self._leases)
+
+    def _lease_drop(self, partition: int) -> None:
+        self._leases.pop(partition, None)
+        self._releasing.discard(partition)
+        for key in self._partition_keys(partition):
+            self._takeover.pop(key, None)
+
+    def _leases_add(self, partitions, *, sent: float) -> None:
+        for partition in partitions:
+            self._leases[partition] = sent + PARTITION_LEASE_TTL_MS / 1000
+
+    def leases_renew(self) -> None:
+        """Renew every lease held (compare-and-renew); forget those another worker holds now."""
+        if not self._leases:
+            return
+        sent = time.monotonic()
+        held = partition_leases_renew(client=self.client, consumer=self.consumer, partitions=sorted(self._leases))
+        self._leases_add(held, sent=sent)
+        for partition in sorted(set(self._leases) - held):
+            logger.warning("lost the lease of partition %d: another worker holds it now", partition)
+            self._lease_drop(partition)
+
+    def partitions_balance(self) -> None:
+        """Hold the pinned partitions, or a fair share: ceil(P / the workers sharing them out).
+
+        Free partitions are taken (`SET NX PX`) and their pending entries then claimed, whoever they were
+        pending on (its previous holder stopped reading it before its lease ended); partitions beyond the
+        share are given up after the batch in hand, so another worker takes them at once.
+        """
+        if not self.partitioned:
+            return
+        count = partition_count()
+        if self.pinned is not None:
+            target = len(self.pinned)
+            candidates = [partition for partition in self.pinned if partition not in self._leases]
+        else:
+            workers = partition_members_beat(client=self.client, consumer=self.consumer)
+            target = math.ceil(count / max(workers, 1))
+            active = sorted(partition for partition in self._leases if partition not in self._releasing)
+            if len(active) > target:
+                extras = active[target:]
+                logger.info("%d workers share %d partitions: giving up %s", workers, count, extras)
+                self._releasing.update(extras)
+                return
+            # Each worker starts looking at a place of its own, so that joiners rarely race for one lease.
+            start = partition_of(self.consumer, count)
+            candidates = [p for p in ((start + i) % count for i in range(count)) if p not in self._leases]
+        want = target - sum(1 for partition in self._leases if partition not in self._releasing)
+        sent = time.monotonic()
+        taken = partition_leases_acquire(client=self.client, consumer=self.consumer, candidates=candidates, want=want)
+        if taken:
+            self._leases_add(taken, sent=sent)
+            for partition in taken:
+                for key in self._partition_keys(partition):
+                    self._takeover[key] = "0-0"
+            logger.info("took partitions %s (holding %s)", sorted(taken), self.partitions_held)
+        worker_partitions_observe(held=len(self._leases))
+
+    def _releases_finish(self, partitions: set[int]) -> None:
+        """Give up the leases marked for release before the last read: nothing of them is in hand now."""
+        done = sorted(partition for partition in partitions if partition in self._releasing)
+        if not done:
+            return
+        partition_leases_release(client=self.client, consumer=self.consumer, partitions=done)
+        for partition in done:
+            self._lease_drop(partition)
+        worker_partitions_observe(held=len(self._leases))
+
+    def partitions_leave(self) -> None:
+        """On a clean stop: give up every lease and leave the members, so others take over at once."""
+        if not self.partitioned:
+            return
+        partition_leases_release(client=self.client, consumer=self.consumer, partitions=self.partitions_held)
+        for partition in self.partitions_held:
+            self._lease_drop(partition)
+        if self.pinned is None:
+            partition_members_leave(client=self.client, consumer=self.consumer)
+
+    def _takeover_claim(self) -> list[Entry]:
+        """The next chunk of entries pending on a partition just taken (XAUTOCLAIM from idle 0, any consumer)."""
+        for key, cursor in list(self._takeover.items()):
+            if not self._keys_usable((key,)):
+                continue
+            next_cursor, messages, *_deleted = self.client.xautoclaim(
+                key, self.group, self.consumer, 0, start_id=cursor, count=self.batch_size
+            )
+            if next_cursor == "0-0":
+                del self._takeover[key]
+            else:
+                self._takeover[key] = next_cursor
+            entries = self._entries_from([(key, messages)])
+            if entries:
+                self.stats.entries_claimed += len(entries)
+                logger.info("%s: took over %d pending entries", key, len(entries))
+                return self._with_deliveries(entries)
+        return []
+
+    def _read_groups(self) -> list[tuple[str, ...]]:
+        """The keys to read, each tuple in one XREADGROUP.
+
+        Without partitions: every stream in one read, as always (on a cluster one read per hash slot, as
+        one XREADGROUP may only name keys of one slot). With them: each held partition's key on its own
+        (a batch is then one partition, its acknowledgement one key and one slot), then each shared
+        stream on its own.
+        """
+        if not self.partitioned:
+            return [tuple(keys) for keys in keys_by_slot(self.streams)]
+        groups = [
+            (key,)
+            for partition in sorted(self._leases)
+            if partition not in self._releasing and self.lease_usable(partition)
+            for key in self._partition_keys(partition)
+            if key not in self._takeover
+        ]
+        return groups + [(stream,) for stream in self.shared]
+
+    def _entries_reread(self, entries: Sequence[Entry]) -> None:
+        """Entries left pending on us (not acknowledged, or dropped): read them again from Redis."""
+        for key in {entry.stream for entry in entries}:
+            if key_partition(key) is None:
+                self._history = True
+            elif key_partition(key) in self._leases:
+                self._takeover[key] = "0-0"
+
+    def _batch_stale(self, batch: ParsedBatch) -> bool:
+        """A batch read ahead whose entries are to be read again anyway (history, takeover)."""
+        keys = {entry.stream for entry in batch.entries}
+        if self._history and any(key_partition(key) is None for key in keys):
+            return True
+        return any(key in self._takeover for key in keys)
+
     # -- the unit of work ---------------------------------------------------------------------------------
 
     def entries_read(self) -> list[Entry]:
         """Read our own pending entries first (history), then new ones (blocking up to block_ms)."""
         if self._history:
-            entries = self._entries_from(self._group_read("0"))
-            if entries:
-                return self._with_deliveries(entries)
-            self._history = False
-        return self._entries_from(self._group_read(">", block=self.block_ms))
-
-    def _group_read(self, ids: str, *, block: int | None = None) -> list:
-        """XREADGROUP of every stream from `ids`: one call on one Redis, one per slot on a cluster.
-
-        Across slots only one call may block: the first group's (the QuerySignals), read last and only
-        when the others found nothing. So on a cluster an idle worker sees a new entry of another slot's
-        stream within `block` ms, and under a backlog nothing waits.
-        """
-        groups = self._read_groups[1:] + self._read_groups[:1]
-        reply: list = []
-        for index, streams in enumerate(groups):
-            reply += (
-                self.client.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    dict.fromkeys(streams, ids),
-                    count=self.batch_size,
-                    block=block if index == len(groups) - 1 and not reply else None,
+            # One XREADGROUP names keys of one slot only on a cluster (streams.redis.keys_by_slot).
+            for keys in keys_by_slot(self.shared):
+                reply = self.client.xreadgroup(
+                    self.group, self.consumer, dict.fromkeys(keys, "0"), count=self.batch_size
                 )
-                or []
+                entries = self._entries_from(reply)
+                if entries:
+                    return self._with_deliveries(entries)
+            self._history = False
+        return self._entries_new(self._read_groups(), block=True)
+
+    def _entries_new(self, groups: Sequence[tuple[str, ...]], *, block: bool) -> list[Entry]:
+        """New entries (`>`) of the first read group, in rotation, that has any; with `block` the last
+        read waits (block_ms with one group, at most MULTI_KEY_BLOCK_MS with several)."""
+        if not groups:
+            if block:
+                time.sleep(MULTI_KEY_BLOCK_MS / 1000)
+            return []
+        count = len(groups)
+        start = self._rotation % count
+        for step in range(count):
+            keys = groups[(start + step) % count]
+            if not self._keys_usable(keys):
+                continue  # the lease ran short since the groups were listed
+            wait = None
+            if block and step == count - 1:
+                wait = self.block_ms if count == 1 else min(self.block_ms, MULTI_KEY_BLOCK_MS)
+            reply = self.client.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(keys, ">"), count=self.batch_size, block=wait
             )
-        return reply
+            entries = self._entries_from(reply)
+            if entries:
+                self._rotation = start + step + 1
+                return entries
+        self._rotation = start + 1
+        return []
 
     @staticmethod
     def _entries_from(reply) -> list[Entry]:
@@ -380,29 +596,51 @@ class StreamWorker:
         self.groups_ensure()
         self._history = True
         self._claim_cursor.clear()
+        for partition in self._leases:
+            for key in self._partition_keys(partition):
+                self._takeover[key] = "0-0"
         return self._run_once()
 
     def _run_once(self) -> int:
         self.housekeeping()
-        if self._due_now("claim", min(max(self.claim_idle_ms / 4000, 0.5), 15.0)):
-            claimed = self.entries_claim()
+        if self._takeover:
+            claimed = self._takeover_claim()
             if claimed:
                 self.entries_handle(claimed)
                 return len(claimed)
+        if self._due_now("claim", min(max(self.claim_idle_ms / 4000, 0.5), 15.0)):
+            claimed = self.entries_claim()
+            if claimed:
+                for part in self._by_read_group(claimed):
+                    self.entries_handle(part)
+                return len(claimed)
         batch = self._ahead_take()
+        # Marked before any read from here on: once the batch in hand is settled nothing of them is left.
+        releasable = set(self._releasing)
         if batch is None:
             entries = self.entries_read()
             if not entries:
+                self._releases_finish(releasable)
                 return 0
             batch = self.entries_parse(entries)
         if self._reader is not None and not self._history and not self.stop_requested():
-            self._ahead = self._reader.submit(self._read_ahead)
+            self._ahead = self._reader.submit(self._read_ahead, self._read_groups())
         self.batch_apply(batch)
+        self._releases_finish(releasable)
         return len(batch.entries)
 
-    def _read_ahead(self) -> ParsedBatch | None:
+    def _by_read_group(self, entries: list[Entry]) -> list[list[Entry]]:
+        """Claimed entries in batches as they would have been read: all together, or one key each."""
+        if not self.partitioned:
+            return [entries]
+        by_key: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_key.setdefault(entry.stream, []).append(entry)
+        return list(by_key.values())
+
+    def _read_ahead(self, groups: Sequence[tuple[str, ...]]) -> ParsedBatch | None:
         """The read-ahead thread: new entries only, without blocking (an idle stream is read normally)."""
-        entries = self._entries_from(self._group_read(">"))
+        entries = self._entries_new(groups, block=False)
         return self.entries_parse(entries) if entries else None
 
     def _ahead_take(self) -> ParsedBatch | None:
@@ -413,7 +651,7 @@ class StreamWorker:
         if ahead is None:
             return None
         batch = ahead.result()
-        return None if self._history else batch
+        return None if batch is None or self._batch_stale(batch) else batch
 
     def read_ahead_finish(self) -> int:
         """Apply and acknowledge a batch read ahead, so that a stopping worker leaves nothing pending."""
@@ -435,6 +673,7 @@ class StreamWorker:
         now = datetime.now(UTC)
         max_deliveries = self.max_deliveries
         handled = {handler.stream for handler in self.handlers}
+        logical: dict[str, str] = {}  # key -> its stream (a partition's is the partitioned stream)
         for entry in entries:
             if entry.fields is None:
                 continue  # deleted from the stream while pending: nothing to do but acknowledge
@@ -442,18 +681,21 @@ class StreamWorker:
                 reason = f"delivered {entry.deliveries} times without success (max {max_deliveries})"
                 dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries))
                 continue
+            stream = logical.get(entry.stream)
+            if stream is None:
+                stream = logical[entry.stream] = stream_logical(entry.stream)
             try:
-                event = event_parse(entry.stream, entry.fields, now=now)
+                event = event_parse(stream, entry.fields, now=now)
             except InvalidEvent as invalid:
                 dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, invalid.reason, entry.deliveries))
                 continue
-            stream_items = items.get(entry.stream)
+            stream_items = items.get(stream)
             if stream_items is None:
-                if entry.stream not in handled:
-                    reason = f"no handler is registered for stream {entry.stream!r}"
+                if stream not in handled:
+                    reason = f"no handler is registered for stream {stream!r}"
                     dead.append(DeadEntry(entry.stream, entry.entry_id, entry.fields, reason, entry.deliveries))
                     continue
-                stream_items = items[entry.stream] = []
+                stream_items = items[stream] = []
             stream_items.append((event, entry))
         for handler in self.handlers:
             stream_items = items.get(handler.stream)
@@ -466,8 +708,20 @@ class StreamWorker:
         """Apply a validated batch in one transaction, then dead-letter and acknowledge in one MULTI."""
         started = time.perf_counter() - batch.seconds
         entries = batch.entries
+        partitions = {key_partition(entry.stream) for entry in entries} - {None}
+        self._applying = partitions
+        if not all(self.lease_usable(partition) for partition in partitions):
+            # Read before the lease ran short: leave it pending; its next holder (or we) claims it.
+            logger.warning("dropping %d entries of partitions %s: lease lost or running out", len(entries), partitions)
+            self._entries_reread(entries)
+            return
+        try:
+            applied = self._apply_isolating(batch.items, batch.prepared)
+        except LeaseLost:
+            logger.warning("dropping %d entries of partitions %s: lease lost while retrying", len(entries), partitions)
+            self._entries_reread(entries)
+            return
         dead = list(batch.dead)
-        applied = self._apply_isolating(batch.items, batch.prepared)
         dead.extend(applied.dead)
 
         acks: dict[str, list[str]] = {}
@@ -477,7 +731,7 @@ class StreamWorker:
             stream_entries_settle(client=self.client, acks=acks, dead=dead)
         except REDIS_ERRORS:
             # Committed but not acknowledged: the entries come back and the inbox skips them.
-            self._history = True
+            self._entries_reread(entries)
             raise
 
         # With DEBUG on (`make run`) Django keeps the last 9000 statements, each carrying a batch's arrays.
@@ -496,6 +750,7 @@ class StreamWorker:
             dead_lettered=len(dead),
             size=len(entries),
             duration=seconds,
+            partition=next(iter(partitions)) if len(partitions) == 1 else None,
         )
         logger.info(
             "batch: %d entries, %d counted, %d duplicates, %d dead-lettered in %.1f ms",
@@ -567,9 +822,11 @@ class StreamWorker:
                 delay = min(delay * 2, MAX_BACKOFF)
                 try:
                     if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
-                        self.heartbeat()
+                        self.heartbeat()  # renews the leases too: an outage does not cost the partitions
                 except REDIS_ERRORS:
                     pass
+                if not all(self.lease_usable(partition) for partition in self._applying):
+                    raise LeaseLost from error
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

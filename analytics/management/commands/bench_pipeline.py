@@ -18,6 +18,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -31,8 +32,10 @@ from entities.services import demo_entities_seed
 from kernel.databases import throwaway_database
 from streams.events import QuerySignal, event_parse
 from streams.models import ProcessedEvent
+from streams.partitions import stream_keys
 from streams.publisher import query_signals_publish, redis_circuit
 from streams.redis import redis_client
+from streams.selectors import partition_leases, workers_live
 from streams.worker import DEFAULT_BATCH_SIZE
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
@@ -41,6 +44,8 @@ DUPLICATE_SHARE = 0.01
 # When the worker's memory is sampled, in % of the events read. The first batches warm the worker up
 # (two batches are in memory at once: the one applied and the one read ahead); after that it stays flat.
 RSS_SAMPLES = (10, 25, 50, 75, 100)
+# A group that never reads, on every key while the workers start: the workers' trimming keeps every entry.
+HOLD_GROUP = "bench_hold"
 
 
 def _vm_kib(pid: int, field: str) -> int:
@@ -58,6 +63,9 @@ class Command(BaseCommand):
         parser.add_argument("--entities", type=int, default=6408)
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="The worker's --batch-size.")
         parser.add_argument("--workers", type=int, default=1, help="Worker processes draining in parallel.")
+        parser.add_argument(
+            "--partitions", type=int, default=1, help="STREAM_PARTITIONS of the run (1: the one stream key)."
+        )
         parser.add_argument("--baseline-events", type=int, default=3000, help="Sample size for the naive baseline.")
         parser.add_argument("--publish-chunk", type=int, default=10, help="Signals per publish call (one answer).")
         parser.add_argument("--seed", type=int, default=42)
@@ -72,6 +80,7 @@ class Command(BaseCommand):
         # Production settings for the measured processes (DEBUG off needs a secret key: a throwaway one).
         secret = settings.SECRET_KEY if not settings.DEBUG else secrets.token_urlsafe(48)
         env = {**os.environ, "STREAM_KEY_PREFIX": prefix, "DEBUG": "0", "SECRET_KEY": secret}
+        env["STREAM_PARTITIONS"] = str(options["partitions"])
         self.stdout.write(f"stream keys {prefix}:*")
         try:
             with throwaway_database(
@@ -83,6 +92,7 @@ class Command(BaseCommand):
                     "entities",
                     "batch_size",
                     "workers",
+                    "partitions",
                     "baseline_events",
                     "publish_chunk",
                     "seed",
@@ -158,11 +168,13 @@ class Command(BaseCommand):
         )
 
         batch_size, workers = options["batch_size"], options["workers"]
+        self._capacity_before(client=client)
         process_seconds, rss = self._drain(client=client, batch_size=batch_size, workers=workers, total=len(workload))
         out(
             f"process: {len(workload)} entries in {process_seconds:.2f} s = {len(workload) / process_seconds:,.0f} "
             f"events/s ({workers} worker{'s' if workers > 1 else ''}, --batch-size {batch_size})"
         )
+        self._cost_report(entries=len(workload), partitions=options["partitions"])
         out(
             "worker memory (largest worker): RSS "
             + ", ".join(f"{rss[share] / 1024:.0f} MiB at {share}%" for share in RSS_SAMPLES)
@@ -203,8 +215,8 @@ class Command(BaseCommand):
         self, *, client: redis.Redis, batch_size: int, workers: int, total: int
     ) -> tuple[float, dict[int | str, int]]:
         """Run real workers until the group has read and acknowledged everything; time the draining."""
-        stream, group = settings.STREAM_QUERY_SIGNALS, settings.STREAM_CONSUMER_GROUP
-        client.xgroup_create(stream, group, id="0", mkstream=True)
+        keys = stream_keys(settings.STREAM_QUERY_SIGNALS)
+        self._groups_hold(client=client, keys=keys)
         processes = [
             subprocess.Popen(
                 [
@@ -221,20 +233,25 @@ class Command(BaseCommand):
 
         rss: dict[int | str, int] = dict.fromkeys((*RSS_SAMPLES, "peak"), 0)
         try:
+            self._workers_ready(client=client, processes=processes)
+            self._groups_release(client=client, keys=keys)
             started = None
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 if any(process.poll() is not None for process in processes):
                     raise CommandError("a worker exited early")
-                info = client.xinfo_groups(stream)[0]
-                read = info["entries-read"] or 0
+                read, pending = self._group_progress(client=client, keys=keys)
                 if started is None and read:
                     started = time.perf_counter()
+                    cpu_started = self._cpu_snapshot(processes=processes)
+                if started is not None:
+                    self._locks_sample()
                 for share in RSS_SAMPLES[:-1]:
                     if not rss[share] and read >= total * share // 100:
                         rss[share] = largest("VmRSS")
-                if read >= total and info["pending"] == 0:
+                if read >= total and pending == 0:
                     seconds = time.perf_counter() - started
+                    self._cpu = {k: v - cpu_started[k] for k, v in self._cpu_snapshot(processes=processes).items()}
                     rss[100], rss["peak"] = largest("VmRSS"), largest("VmHWM")
                     return seconds, rss
                 time.sleep(0.01)
@@ -244,6 +261,165 @@ class Command(BaseCommand):
                 process.terminate()
             for process in processes:
                 process.wait(timeout=30)
+
+    # -- partitions, CPU seconds, lock waits, capacity figures (--partitions, issue 15) ------------------------
+
+    @staticmethod
+    def _groups_hold(*, client: redis.Redis, keys: list[str]) -> None:
+        """The workers' group at the end of every key, a never-reading group at the start: the workers start,
+        share the partitions out and trim nothing while they see no entry."""
+        for key in keys:
+            client.xgroup_create(key, settings.STREAM_CONSUMER_GROUP, id="$", mkstream=True)
+            client.xgroup_create(key, HOLD_GROUP, id="0")
+
+    @staticmethod
+    def _groups_release(*, client: redis.Redis, keys: list[str]) -> None:
+        """Move the workers' group back to the start of every key: all workers start draining at once."""
+        for key in keys:
+            client.xgroup_setid(key, settings.STREAM_CONSUMER_GROUP, id="0", entries_read=0)
+            client.xgroup_destroy(key, HOLD_GROUP)
+
+    @staticmethod
+    def _workers_ready(*, client: redis.Redis, processes: list[subprocess.Popen]) -> None:
+        """Wait until every worker beats and, with partitions, each holds its share of them."""
+        names = {f"bench-worker-{number}" for number in range(len(processes))}
+        count = settings.STREAM_PARTITIONS
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(process.poll() is not None for process in processes):
+                raise CommandError("a worker exited early")
+            live = {worker["consumer"] for worker in workers_live(client=client)}
+            if names <= live:
+                if count == 1:
+                    return
+                owners = Counter(lease["owner"] for lease in partition_leases(client=client))
+                fair = {count // len(names), -(-count // len(names))}
+                if None not in owners and set(owners) == names and set(owners.values()) <= fair:
+                    return
+            time.sleep(0.05)
+        raise CommandError("the workers did not start (or share the partitions out) within 2 minutes")
+
+    @staticmethod
+    def _group_progress(*, client: redis.Redis, keys: list[str]) -> tuple[int, int]:
+        """Entries the workers' group has read, and those pending, over all keys (one round trip)."""
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.xinfo_groups(key)
+        read = pending = 0
+        for groups in pipe.execute():
+            group = next(g for g in groups if g["name"] == settings.STREAM_CONSUMER_GROUP)
+            read += group["entries-read"] or 0
+            pending += group["pending"]
+        return read, pending
+
+    @staticmethod
+    def _tree_cpu(root: psutil.Process) -> float:
+        """CPU seconds of a server's process tree: the live processes plus the children it has reaped."""
+        total = 0.0
+        for process in (root, *root.children(recursive=True)):
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        times = root.cpu_times()
+        return total + times.children_user + times.children_system
+
+    def _cpu_snapshot(self, *, processes: list[subprocess.Popen]) -> dict[str, float]:
+        """Cumulative CPU seconds of the worker processes, PostgreSQL's process tree and Redis's."""
+        if not hasattr(self, "_servers"):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                postmaster = psutil.Process(cursor.fetchone()[0]).parent()
+            self._servers = {
+                "postgresql": postmaster,
+                "redis": psutil.Process(int(redis_client().info("server")["process_id"])),
+            }
+            self._lock_samples = [0, 0]
+        workers = 0.0
+        for process in processes:
+            times = psutil.Process(process.pid).cpu_times()
+            workers += times.user + times.system
+        return {"workers": workers, **{name: self._tree_cpu(root) for name, root in self._servers.items()}}
+
+    def _locks_sample(self) -> None:
+        """Sample the workers' backends: how many are in a batch's transaction, how many wait on a lock."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*)
+                FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+                  AND state IN ('active', 'idle in transaction')
+                """
+            )
+            waiting, busy = cursor.fetchone()
+        self._lock_samples[0] += waiting
+        self._lock_samples[1] += busy
+
+    def _capacity_before(self, *, client: redis.Redis) -> None:
+        """Before the drain: the WAL position, and Redis's memory for the stream entries waiting."""
+        keys = stream_keys(settings.STREAM_QUERY_SIGNALS)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn()")
+            self._wal_before = cursor.fetchone()[0]
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+            pipe.xlen(key)
+        replies = pipe.execute()
+        self._stream_bytes = sum(replies[0::2])
+        self._stream_entries = sum(replies[1::2])
+
+    def _cost_report(self, *, entries: int, partitions: int) -> None:
+        """Print events per CPU second (workers + PostgreSQL + Redis), the lock-wait share and capacity figures."""
+        out = self.stdout.write
+        cpu = self._cpu
+        total = sum(cpu.values())
+        out(
+            f"cpu: {total:.2f} CPU-s = {entries / total:,.0f} events per CPU-second (workers {cpu['workers']:.2f} s, "
+            f"PostgreSQL {cpu['postgresql']:.2f} s, Redis {cpu['redis']:.2f} s; STREAM_PARTITIONS={partitions})"
+        )
+        waiting, busy = self._lock_samples
+        out(
+            f"row locks: {100 * waiting / busy if busy else 0:.1f} % of the workers' in-batch backend samples"
+            f" waited on a lock (pg_stat_activity every ~10 ms: {waiting} of {busy})"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [self._wal_before])
+            wal = float(cursor.fetchone()[0])
+            cursor.execute(
+                "SELECT pg_total_relation_size('streams_processedevent'), pg_total_relation_size(%s)",
+                [DemandBucket._meta.db_table],
+            )
+            inbox_bytes, bucket_bytes = cursor.fetchone()
+        pending_bytes = self._pending_entry_bytes(client=redis_client())
+        inbox_rows = ProcessedEvent.objects.count()
+        bucket_rows = DemandBucket.objects.count()
+        out(
+            f"capacity: WAL {wal / entries:,.0f} B/event; inbox {inbox_bytes / inbox_rows:,.0f} B/event (table and"
+            f" indexes); Redis {self._stream_bytes / self._stream_entries:,.0f} B per stream entry waiting"
+            f" (MEMORY USAGE) + {pending_bytes:,.0f} B while it is pending;"
+            f" {bucket_rows} hourly bucket rows for {entries} events over 30 days"
+            f" ({bucket_rows / 30:,.0f} per day, {bucket_bytes / bucket_rows:,.0f} B each)"
+        )
+
+    @staticmethod
+    def _pending_entry_bytes(*, client: redis.Redis, count: int = 10_000) -> float:
+        """What a pending entry adds to its stream (the group's and the consumer's pending lists), measured on
+        a probe key of the run's prefix: MEMORY USAGE before and after one consumer reads `count` entries."""
+        key = f"{settings.STREAM_KEY_PREFIX}:memory_probe"
+        fields = QuerySignal.new(entity_id=uuid.uuid4(), entity_type="person", query="who greenlit this").to_fields()
+        pipe = client.pipeline(transaction=False)
+        for _ in range(count):
+            pipe.xadd(key, fields)
+        pipe.execute()
+        client.xgroup_create(key, "probe", id="0")
+        before = client.memory_usage(key, samples=0)
+        client.xreadgroup("probe", "probe", {key: ">"}, count=count)
+        after = client.memory_usage(key, samples=0)
+        client.delete(key)
+        return (after - before) / count
 
     def _totals_check(self, *, expected: Counter, count: int) -> None:
         counts = dict(EntityDemand.objects.filter(query_count__gt=0).values_list("entity_id", "query_count"))

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from streams.metrics import worker_metrics_serve
+from streams.partitions import partition_count
 from streams.redis import REDIS_ERRORS
 from streams.worker import (
     DEFAULT_BATCH_SIZE,
@@ -52,6 +53,12 @@ class Command(BaseCommand):
             help=f"Streams to read (default: {settings.STREAM_QUERY_SIGNALS} {settings.STREAM_UPDATE_REQUESTS}).",
         )
         parser.add_argument("--metrics-port", type=int, default=0, help="Serve Prometheus metrics on this port.")
+        parser.add_argument(
+            "--partitions",
+            default=None,
+            metavar="0,3,5",
+            help="Hold exactly these partitions (STREAM_PARTITIONS > 1); default: a fair share of them.",
+        )
 
     def handle(self, *args, **options):
         stopping = False
@@ -67,6 +74,15 @@ class Command(BaseCommand):
         known = (settings.STREAM_QUERY_SIGNALS, settings.STREAM_UPDATE_REQUESTS)
         if options["streams"] and set(options["streams"]) - set(known):
             raise CommandError(f"--streams takes {' and/or '.join(known)}")
+        partitions = None
+        if options["partitions"] is not None:
+            count = partition_count()
+            try:
+                partitions = [int(part) for part in options["partitions"].split(",")]
+            except ValueError:
+                raise CommandError("--partitions takes partition numbers separated by commas, e.g. 0,3,5") from None
+            if count == 1 or not all(0 <= partition < count for partition in partitions):
+                raise CommandError(f"--partitions takes numbers from 0 to STREAM_PARTITIONS - 1 ({count - 1})")
         worker = StreamWorker(
             consumer=options["consumer"] or default_consumer_name(),
             streams=options["streams"],
@@ -76,6 +92,7 @@ class Command(BaseCommand):
             claim_idle_ms=options["claim_idle_ms"],
             stop_requested=lambda: stopping,
             read_ahead=True,
+            partitions=partitions,
         )
         if options["metrics_port"]:
             worker_metrics_serve(port=options["metrics_port"])
@@ -83,7 +100,12 @@ class Command(BaseCommand):
         # out of the cyclic GC's scans. Each batch allocates tens of thousands of objects, and every full
         # collection they triggered walked all of Django's too (measured: validation 15.5 -> 5.8 us/event).
         gc.freeze()
-        logger.info("worker %s reading %s", worker.consumer, ", ".join(worker.streams))
+        logger.info(
+            "worker %s reading %s%s",
+            worker.consumer,
+            ", ".join(worker.streams),
+            f" (partitions {options['partitions']})" if partitions else "",
+        )
         ready = False
         delay = 0.1
         while not stopping:
@@ -107,6 +129,8 @@ class Command(BaseCommand):
         except (StopRequested, *REDIS_ERRORS, DatabaseError) as error:
             # Still pending for this consumer: a restart under the same name, or a claim, takes them.
             logger.warning("stopping with a batch read ahead still pending: %s", error or type(error).__name__)
+        with contextlib.suppress(*REDIS_ERRORS):
+            worker.partitions_leave()
         with contextlib.suppress(*REDIS_ERRORS):
             worker.heartbeat_clear()
         stats = worker.stats

@@ -58,7 +58,7 @@ class Command(BaseCommand):
         console.print(streams)
 
         workers = Table(title="Live workers (heartbeats)")
-        for column in ("consumer", "host", "pid", "started", "events processed", "last batch"):
+        for column in ("consumer", "host", "pid", "started", "events processed", "last batch", "partitions"):
             workers.add_column(column)
         for worker in info["workers"]:
             workers.add_row(
@@ -68,8 +68,26 @@ class Command(BaseCommand):
                 worker["started_at"] or "-",
                 str(worker["events_processed"]),
                 worker["last_batch_at"] or "-",
+                ",".join(str(partition) for partition in worker["partitions"]) or "-",
             )
         console.print(workers if info["workers"] else "No live workers: no heartbeat in the last 30 s.")
+
+        partitions = info["partitions"]
+        if partitions["count"] > 1:
+            by_partition = {s["partition"]: s for s in info["streams"] if s["partition"] is not None}
+            leases = Table(title=f"Partitions ({partitions['count']}, STREAM_PARTITIONS): lease holder and backlog")
+            for column in ("partition", "held by", "lease left", "lag", "pending"):
+                leases.add_column(column, justify="left" if column == "held by" else "right")
+            for lease in partitions["leases"]:
+                group = by_partition.get(lease["partition"], {}).get("group", {})
+                leases.add_row(
+                    str(lease["partition"]),
+                    lease["owner"] or "- (free)",
+                    f"{lease['expires_in_ms'] / 1000:.1f}s" if lease["expires_in_ms"] is not None else "-",
+                    str(group.get("lag", 0)),
+                    str(group.get("pending", 0)),
+                )
+            console.print(leases)
 
         outbox = info["outbox"]
         totals = info["totals"]
