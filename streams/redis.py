@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 # What a client raises when Redis cannot serve a command. redis-py's cluster client raises
@@ -91,25 +91,15 @@ def key_in_slot_of(key: str, name: str) -> str:
     return f"{key}:{name}:{{{key}}}"
 
 
-def script_pipelined(
+def script_calls(
     client: redis.Redis | RedisCluster, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
 ) -> list[Any]:
-    """Run `script` once per (keys, args) in one pipeline (one round trip per node on a cluster).
-
-    A cluster pipeline does not load scripts the way a plain one does, and a restarted server has
-    forgotten them: on NOSCRIPT the script is loaded (on a cluster: on every primary) and the calls are
-    sent again. Only for scripts that may run twice (compare-and-set ones).
-    """
-    for attempt in range(2):
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        replies = pipe.execute(raise_on_error=False)
-        if attempt == 0 and any(isinstance(reply, NoScriptError) for reply in replies):
-            client.script_load(script.script)
-            continue
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-    raise AssertionError("unreachable")
+    """Run `script` once per (keys, args) and return the replies: in one pipeline on one Redis (which
+    loads the script first), one call each on a cluster, where redis-py refuses EVALSHA in a pipeline
+    (each call loads the script on its node when a restart made the node forget it)."""
+    if isinstance(client, RedisCluster):
+        return [script(keys=keys, args=args) for keys, args in calls]
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        script(keys=keys, args=args, client=pipe)
+    return pipe.execute()

@@ -26,7 +26,7 @@ from streams.events import dead_letter_decode, dead_letter_fields
 from streams.handlers import ApplyResult, BatchHandler
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.partitions import partition_lease_key, partition_members_key, stream_key_route, stream_logical
-from streams.redis import REDIS_ERRORS, key_in_slot_of, redis_client, script_pipelined
+from streams.redis import REDIS_ERRORS, key_in_slot_of, redis_client, script_calls
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def partition_leases_renew(*, client: redis.Redis, consumer: str, partitions: Se
         return set()
     renew = client.register_script(_LEASE_RENEW)
     calls = [([partition_lease_key(partition)], [consumer, PARTITION_LEASE_TTL_MS]) for partition in partitions]
-    replies = script_pipelined(client, renew, calls)
+    replies = script_calls(client, renew, calls)
     return {partition for partition, ok in zip(partitions, replies, strict=True) if ok}
 
 
@@ -308,7 +308,7 @@ def partition_leases_release(*, client: redis.Redis, consumer: str, partitions: 
     if not partitions:
         return
     release = client.register_script(_LEASE_RELEASE)
-    script_pipelined(client, release, [([partition_lease_key(partition)], [consumer]) for partition in partitions])
+    script_calls(client, release, [([partition_lease_key(partition)], [consumer]) for partition in partitions])
 
 
 def partition_members_beat(*, client: redis.Redis, consumer: str) -> int:

@@ -23,6 +23,7 @@ from mandate_wizard.devservers import EmbeddedRedisCluster
 from mandate_wizard.settings import redis_cache
 from streams.events import QuerySignal
 from streams.models import OutboxEvent, ProcessedEvent
+from streams.partitions import partition_lease_key, stream_key_route, stream_keys
 from streams.publisher import redis_circuit, update_requests_publish
 from streams.redis import redis_client
 from streams.selectors import streams_info
@@ -116,22 +117,33 @@ def test_answers_on_the_cluster_are_counted_exactly_by_a_real_worker(cluster, us
     assert response.json()["checks"]["redis"] == "ok"
 
 
-def test_a_killed_worker_and_a_restarted_primary_leave_counts_exact(cluster, redis_cluster, start_worker):
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_a_killed_worker_and_a_restarted_primary_leave_counts_exact(
+    cluster, redis_cluster, start_worker, settings, partitions
+):
+    settings.STREAM_PARTITIONS = partitions
+    keys = stream_keys(QS)
+    if partitions > 1:
+        # The hash tags spread the partitions over the three primaries.
+        assert len({redis_cluster.node_of(key).port for key in keys}) == 3
+    env = {**CLUSTER_ENV, "STREAM_PARTITIONS": str(partitions)}
     entities = entities_make(40)
     signals = signals_make(entities, 16_000)
     signals_xadd(cluster, signals[:8000])
-    bad_ids = {cluster.xadd(QS, bad) for bad in ({"event_id": "not-a-uuid"}, {"entity_id": str(uuid.uuid4())})}
+    bad = ({"event_id": "not-a-uuid"}, {"entity_id": str(uuid.uuid4())})
+    bad_ids = {cluster.xadd(stream_key_route(QS, fields), fields) for fields in bad}
     common = ("--batch-size", "500", "--claim-idle-ms", "300")
 
-    victim = start_worker("victim", *common, env=CLUSTER_ENV)
+    victim = start_worker("victim", *common, env=env)
     wait_until(lambda: ProcessedEvent.objects.count() >= 2000, timeout=60, what="2000 events")
-    victim.kill()  # SIGKILL mid-stream: its read-ahead batch and its current batch stay pending
-    heir = start_worker("heir", *common, env=CLUSTER_ENV)
+    victim.kill()  # SIGKILL mid-stream: its read-ahead batch and its current batch stay pending (and its leases)
+    heir = start_worker("heir", *common, env=env)
     wait_until(lambda: ProcessedEvent.objects.count() >= 4000, timeout=60, what="4000 events")
 
-    # Stop the primary that serves the QuerySignal stream under the running worker, then start it again
-    # with its data (clean shutdown: its AOF holds every entry, the group and the pending list).
-    primary = redis_cluster.node_of(QS)
+    # Stop the primary that serves (the first partition of) the QuerySignals under the running worker,
+    # then start it again with its data (clean shutdown: its AOF holds the entries, the group, the
+    # pending list and the leases).
+    primary = redis_cluster.node_of(keys[0])
     redis_cluster.primary_stop(primary)
     wait_until(lambda: "ConnectionError" in heir.log(), timeout=30, what="the worker to notice the stopped primary")
     redis_cluster.primary_start(primary)
@@ -144,6 +156,11 @@ def test_a_killed_worker_and_a_restarted_primary_leave_counts_exact(cluster, red
         what="the stream to drain",
         state=lambda: ProcessedEvent.objects.count(),
     )
+    # Every command the worker sent was one a cluster takes (a cross-slot one raises RedisClusterException),
+    # and it kept every lease through the restart (renewals are scripts, one call per lease key).
+    assert "RedisClusterException" not in heir.log()
+    if partitions > 1:
+        assert {cluster.get(partition_lease_key(p)) for p in range(partitions)} == {"heir"}
     assert heir.stop() == 0
     totals_assert(signals)
     # Each bad entry dead-lettered once, through a kill, a claim and a primary restart.
