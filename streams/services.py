@@ -194,8 +194,8 @@ def outbox_relay(*, limit: int = 10_000) -> int:
     """Publish up to `limit` outbox entries to Redis (oldest first) and delete them; return how many.
 
     Rows are locked with SKIP LOCKED so that parallel relays do not send the same rows; a crash
-    between XADD and the delete sends a row twice, which the inbox makes harmless. Raises
-    redis.RedisError (after counting the attempt) when Redis is unreachable.
+    between XADD and the delete sends a row twice, which the inbox makes harmless. Raises one of
+    streams.redis.REDIS_ERRORS (after counting the attempt) when Redis is unreachable.
     """
     relayed = 0
     while relayed < limit:
