@@ -3,6 +3,9 @@
 Creates a database on the same PostgreSQL server and uses stream keys of its own, publishes a
 Zipf-skewed workload, runs the real worker (`run_stream_worker`, a subprocess) to drain it, checks that
 every total is exact, and prints events/s, the baseline's events/s and the ratio, and the worker's memory.
+With `--workers N --partitions P` the workers first share the partitions out; the run also prints events
+per CPU-second of the workers and the PostgreSQL and Redis process trees, the row-lock wait share and the
+WAL, inbox, Redis and bucket bytes per event (docs/scaling.md).
 """
 
 from __future__ import annotations
