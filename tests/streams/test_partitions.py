@@ -12,6 +12,7 @@ from django.conf import settings
 
 from entities.models import AnswerRecord, EntityDemand
 from entities.services import answer_signals_reconcile
+from streams.metrics import PipelineCollector
 from streams.models import ProcessedEvent
 from streams.partitions import partition_lease_key, partition_of, stream_key_route, stream_keys
 from streams.publisher import query_signals_publish, redis_circuit
@@ -305,3 +306,25 @@ def test_partitions_pinned_by_hand_are_held_only_by_their_worker(redis_client, p
 def test_worker_rejects_partitions_without_partitioning(db, settings):
     with pytest.raises(ValueError):
         StreamWorker(consumer="x", partitions=[0])
+
+
+def test_pipeline_metrics_sum_the_partitions_and_show_each(db, redis_client, partitioned):
+    entities = entities_make(10)
+    signals = signals_make(entities, 300)
+    publish(signals)
+    worker = StreamWorker(consumer="metrics", batch_size=1000, block_ms=10)
+    worker.groups_ensure()
+    worker.heartbeat()
+    worker.partitions_balance()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for metric in PipelineCollector().collect()
+        for sample in metric.samples
+    }
+    assert samples[("mandate_wizard_stream_length", (("stream", QS),))] == len(signals)
+    per_partition = Counter(partition_of(str(s.entity_id), P) for s in signals)
+    for p in range(P):
+        labels = (("partition", str(p)), ("stream", QS))
+        assert samples[("mandate_wizard_stream_partition_length", labels)] == per_partition[p]
+        assert samples[("mandate_wizard_stream_partition_lag", labels)] == per_partition[p]
+    assert samples[("mandate_wizard_stream_partitions_held", ())] == P
