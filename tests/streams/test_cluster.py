@@ -135,17 +135,17 @@ def test_a_killed_worker_and_a_restarted_primary_leave_counts_exact(
     common = ("--batch-size", "500", "--claim-idle-ms", "300")
 
     victim = start_worker("victim", *common, env=env)
-    wait_until(lambda: ProcessedEvent.objects.count() >= 2000, timeout=60, what="2000 events")
+    wait_until(lambda: ProcessedEvent.objects.count() >= 2000, timeout=120, what="2000 events")
     victim.kill()  # SIGKILL mid-stream: its read-ahead batch and its current batch stay pending (and its leases)
     heir = start_worker("heir", *common, env=env)
-    wait_until(lambda: ProcessedEvent.objects.count() >= 4000, timeout=60, what="4000 events")
+    wait_until(lambda: ProcessedEvent.objects.count() >= 4000, timeout=120, what="4000 events")
 
     # Stop the primary that serves (the first partition of) the QuerySignals under the running worker,
     # then start it again with its data (clean shutdown: its AOF holds the entries, the group, the
     # pending list and the leases).
     primary = redis_cluster.node_of(keys[0])
     redis_cluster.primary_stop(primary)
-    wait_until(lambda: "ConnectionError" in heir.log(), timeout=30, what="the worker to notice the stopped primary")
+    wait_until(lambda: "ConnectionError" in heir.log(), timeout=60, what="the worker to notice the stopped primary")
     redis_cluster.primary_start(primary)
 
     signals_xadd(cluster, signals[8000:])
