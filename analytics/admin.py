@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import uuid
 
-import redis
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -47,6 +46,7 @@ from analytics.services import refresh_requests_publish
 from entities.admin import EntityAdmin
 from entities.models import Entity
 from kernel.replica import replica_reads
+from streams.redis import REDIS_ERRORS
 from streams.selectors import streams_info
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def demand_dashboard(request: HttpRequest) -> HttpResponse:
     try:
         pipeline = streams_info()
         pipeline_error = None
-    except redis.RedisError as error:
+    except REDIS_ERRORS as error:
         logger.warning("dashboard: streams info unavailable: %s", error)
         pipeline, pipeline_error = None, f"Redis is unreachable ({type(error).__name__})."
     context = {
@@ -168,7 +168,7 @@ def _queue_request_refresh(request: HttpRequest) -> None:
         return
     try:
         outcome = refresh_requests_publish(entity_ids=entity_ids, source=f"admin:{request.user.get_username()}")
-    except redis.RedisError as error:
+    except REDIS_ERRORS as error:
         logger.warning("refresh queue: request refresh failed: %s", error)
         messages.error(request, f"Nothing was requested: Redis is unreachable ({type(error).__name__}).")
         return

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -27,6 +26,7 @@ from django.utils import timezone
 from analytics.models import WEBHOOK_SCHEMES, AlertDelivery, AlertEvaluation, AlertKind, AlertRule, AlertState
 from analytics.selectors import AlertObservation, alert_rule_observe
 from entities.models import Entity
+from streams.redis import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def alert_rules_evaluate(*, now: datetime | None = None) -> EvaluationOutcome:
             try:
                 with transaction.atomic():
                     _rule_evaluate(rule=rule, now=now, pinned=pinned, outcome=outcome)
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 logger.warning("alert rule %s not evaluated: Redis unavailable (%s)", rule.name, error)
                 outcome.unavailable.append(rule.name)
                 continue

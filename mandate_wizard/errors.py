@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from redis.exceptions import ClusterDownError, RedisClusterException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -55,7 +56,9 @@ def dependency_unavailable(exc: BaseException | None) -> str | None:
         return "The PostgreSQL replica"
     if isinstance(exc, (OperationalError, InterfaceError)):
         return "PostgreSQL"
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+    # On a cluster, a primary that is down makes its slots (or, by default, the whole cluster) refuse
+    # commands; with no node reachable the cluster client raises RedisClusterException.
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ClusterDownError, RedisClusterException)):
         return "Redis"
     return None
 

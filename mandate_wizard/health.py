@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from redis.cluster import RedisCluster
 
 from kernel.replica import REPLICA, replica_configured
 from streams.redis import redis_client
@@ -61,9 +63,16 @@ def migrations_check(*, using: str = DEFAULT_DB_ALIAS) -> str | None:
 
 
 def redis_check() -> str | None:
-    """None when Redis answers PING, else why not."""
+    """None when Redis answers PING (on a cluster: every primary, and the cluster serves every slot), else why not."""
     try:
-        redis_client(timeout=REDIS_PROBE_TIMEOUT).ping()
+        client = redis_client(timeout=REDIS_PROBE_TIMEOUT)
+        if settings.REDIS_CLUSTER:
+            client.ping(target_nodes=RedisCluster.PRIMARIES)
+            state = client.cluster_info(target_nodes=RedisCluster.DEFAULT_NODE).get("cluster_state")
+            if state != "ok":
+                return f"Redis Cluster state is {state!r}: some slots are not served"
+        else:
+            client.ping()
     except Exception as exc:
         return f"Redis unreachable: {type(exc).__name__}: {str(exc).strip()[:200]}"
     return None

@@ -3,6 +3,9 @@
 Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded PostgreSQL and Redis that keep
 their data in `.data/` (git-ignored). `--replica` also starts a streaming replica of the embedded
 PostgreSQL, copied afresh into `.data/replica` each time, and points DATABASE_REPLICA_URL at it.
+With REDIS_CLUSTER=true and no REDIS_URL the Redis is an embedded
+cluster of three primaries, created anew each run: its nodes remember each other's ports, which are
+chosen when it starts (PostgreSQL keeps the data; the answers' reconciliation re-sends what Redis lost).
 Ctrl-C stops every process it started, servers included.
 """
 
@@ -16,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, free_port, remove_tree
+from environ import Env
+
+from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, free_port, remove_tree
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / ".data"
@@ -53,11 +58,18 @@ def main(argv: list[str] | None = None) -> int:
             postgres = EmbeddedPostgres(DATA_DIR / "postgres")
             postgres.start()
             env["DATABASE_URL"] = postgres.url
-        if not env.get("REDIS_URL"):
+        cluster = env.get("REDIS_CLUSTER", "").strip().lower() in Env.BOOLEAN_TRUE_STRINGS
+        if not env.get("REDIS_URL") and cluster:
+            remove_tree(DATA_DIR / "redis-cluster")
+            redis_server = EmbeddedRedisCluster(DATA_DIR / "redis-cluster")
+            redis_server.start()
+            env["REDIS_URL"] = redis_server.url
+        elif not env.get("REDIS_URL"):
             redis_server = EmbeddedRedis(DATA_DIR / "redis", persistent=True)
             redis_server.start()
             env["REDIS_URL"] = redis_server.url
-        print(f"PostgreSQL: {env['DATABASE_URL']}\nRedis:      {env['REDIS_URL']}", flush=True)
+        kind = " (cluster: any node)" if cluster else ""
+        print(f"PostgreSQL: {env['DATABASE_URL']}\nRedis:      {env['REDIS_URL']}{kind}", flush=True)
 
         _manage("migrate", "--noinput", env=env)
         _manage("seed_demo", "--if-empty", env=env)

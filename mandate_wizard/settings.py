@@ -132,6 +132,9 @@ SERVICE_RETRY_AFTER_SECONDS = env.int("SERVICE_RETRY_AFTER_SECONDS", default=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL")
+# A Redis or Valkey Cluster: REDIS_URL names any node, and every client (streams.redis, the cache) is a
+# cluster client that follows the slots to their primaries (docs/events.md, "On a Redis Cluster").
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
 # Publishing must never slow an answer: a short socket timeout, then the outbox takes the events.
 REDIS_PUBLISH_TIMEOUT = env.float("REDIS_PUBLISH_TIMEOUT", default=0.25)
 # After a failed publish, answers skip Redis (outbox only) for this long before trying it again.
@@ -206,13 +209,27 @@ SIMPLE_JWT = {
 
 # The cache holds throttle counters only; a hung Redis must not hang requests (throttles then fail open).
 CACHE_SOCKET_TIMEOUT = env.float("CACHE_SOCKET_TIMEOUT", default=0.25)
-CACHES = {
-    "default": {
+
+
+def redis_cache(*, url: str, cluster: bool) -> dict:
+    """The default cache on the Redis at `url`. Django's RedisCache speaks to one server only; on a cluster
+    it is django-valkey's cluster backend (Django Commons). The throttles use single-key GET/SET, so slots
+    never matter to them."""
+    if cluster:
+        timeouts = {"socket_timeout": CACHE_SOCKET_TIMEOUT, "socket_connect_timeout": CACHE_SOCKET_TIMEOUT}
+        return {
+            "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
+            "LOCATION": url,
+            "OPTIONS": {"BASE_CLIENT_KWARGS": timeouts},
+        }
+    return {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": url,
         "OPTIONS": {"socket_timeout": CACHE_SOCKET_TIMEOUT, "socket_connect_timeout": CACHE_SOCKET_TIMEOUT},
     }
-}
+
+
+CACHES = {"default": redis_cache(url=REDIS_URL, cluster=REDIS_CLUSTER)}
 
 # Answers: embeddings (entities/embeddings.py) and the answer composer (entities/answers.py).
 EMBEDDING_BACKEND = env.str("EMBEDDING_BACKEND", default="hashed")  # hashed | sentence-transformers | http

@@ -5,7 +5,6 @@ Publishing UpdateRequests (`POST /api/events/update-request`) is the entity stor
 
 from __future__ import annotations
 
-import redis
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
@@ -16,6 +15,7 @@ from rest_framework.views import APIView
 from kernel.openapi import ERROR_RESPONSES
 from kernel.pagination import int_param
 from kernel.permissions import StaffOnly
+from streams.redis import REDIS_ERRORS
 from streams.selectors import dead_letter_length, dead_letter_list, streams_info
 from streams.services import dead_letters_replay
 
@@ -34,7 +34,7 @@ class StaffOpsView(APIView):
     permission_classes = [StaffOnly]
 
     def handle_exception(self, exc):
-        if isinstance(exc, redis.RedisError):
+        if isinstance(exc, REDIS_ERRORS):
             exc = RedisUnavailable(f"Redis is unreachable ({type(exc).__name__}); try again shortly.")
         return super().handle_exception(exc)
 

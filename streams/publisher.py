@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import redis
 from django.conf import settings
 from django.db import DatabaseError
 
 from streams.events import MAX_ENTITY_IDS, QuerySignal, UpdateRequest
 from streams.partitions import stream_key_route
-from streams.redis import redis_client
+from streams.redis import REDIS_ERRORS, redis_client
 from streams.services import outbox_events_add
 
 logger = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def _entries_publish(*, entries: list[tuple[str, dict[str, str]]]) -> PublishOut
             for stream, fields in entries:
                 pipe.xadd(stream_key_route(stream, fields), fields)
             pipe.execute()
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             redis_circuit.trip()
             logger.warning("Redis publish failed (%s); %d events go to the outbox", error, len(entries))
         else:

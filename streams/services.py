@@ -26,7 +26,7 @@ from streams.events import dead_letter_decode, dead_letter_fields
 from streams.handlers import ApplyResult, BatchHandler
 from streams.models import OutboxEvent, ProcessedEvent
 from streams.partitions import partition_lease_key, partition_members_key, stream_key_route, stream_logical
-from streams.redis import redis_client
+from streams.redis import REDIS_ERRORS, key_in_slot_of, redis_client, script_calls
 
 logger = logging.getLogger(__name__)
 
@@ -99,28 +99,86 @@ def stream_batch_apply(
     return results
 
 
+# Dead-letter copies, once per source entry. KEYS[1] is the dead-letter stream, KEYS[2] a sorted set in
+# its slot of the source entries already copied (member "<stream> <entry id>", score: ms when copied).
+# ARGV: maxlen, now (ms), oldest score kept, markers kept at most, then per entry: member, field count
+# n, n field-value pairs. Returns how many copies it added.
+_DEAD_LETTERS_ADD_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
+local added = 0
+local i = 5
+while i <= #ARGV do
+  local count = tonumber(ARGV[i + 1])
+  if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[i]) == 1 then
+    local command = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*'}
+    for j = i + 2, i + 1 + 2 * count do
+      command[#command + 1] = ARGV[j]
+    end
+    redis.call(unpack(command))
+    added = added + 1
+  end
+  i = i + 2 + 2 * count
+end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
+return added
+"""
+# Entries per script call: one call holds the server for its whole run.
+DEAD_LETTER_ADD_CHUNK = 200
+
+
+def dead_letter_sources_key() -> str:
+    """The sorted set of source entries already copied to the dead-letter stream (same slot as it)."""
+    return key_in_slot_of(settings.STREAM_DEAD_LETTER, "sources")
+
+
+def dead_letters_add(*, client: redis.Redis, dead: Sequence[DeadEntry]) -> int:
+    """Copy `dead` to the dead-letter stream, each source entry at most once; return how many were new.
+
+    The copy and its marker (the source stream and entry id) are written by one script in the
+    dead-letter stream's slot, so a worker that copied entries and died before acknowledging them
+    finds the markers on redelivery and copies nothing twice. Markers are kept INBOX_RETENTION_DAYS
+    (longer than any redelivery) and at most DEAD_LETTER_MAXLEN of them.
+    """
+    if not dead:
+        return 0
+    script = client.register_script(_DEAD_LETTERS_ADD_LUA)
+    now = timezone.now()
+    now_ms = int(now.timestamp() * 1000)
+    oldest_ms = now_ms - settings.INBOX_RETENTION_DAYS * 86_400_000
+    added = 0
+    for start in range(0, len(dead), DEAD_LETTER_ADD_CHUNK):
+        args: list[str | int] = [DEAD_LETTER_MAXLEN, now_ms, oldest_ms, DEAD_LETTER_MAXLEN]
+        for entry in dead[start : start + DEAD_LETTER_ADD_CHUNK]:
+            fields = dead_letter_fields(
+                fields=entry.fields,
+                reason=entry.reason,
+                stream=entry.stream,
+                entry_id=entry.entry_id,
+                deliveries=entry.deliveries,
+                dead_at=now,
+            )
+            args += [f"{entry.stream} {entry.entry_id}", len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        added += int(script(keys=[settings.STREAM_DEAD_LETTER, dead_letter_sources_key()], args=args))
+    return added
+
+
 def stream_entries_settle(
     *, client: redis.Redis, acks: Mapping[str, Sequence[str]], dead: Sequence[DeadEntry] = ()
 ) -> None:
-    """Dead-letter `dead` and acknowledge every id in `acks` in ONE MULTI/EXEC.
+    """Dead-letter `dead`, then acknowledge every id in `acks`.
 
-    Because the copy and the acknowledgement commit together, an entry is dead-lettered exactly once
-    even if the worker dies at any instant around this call.
+    The dead-letter stream and the source streams are different keys, which a Redis Cluster puts in
+    different slots, so no MULTI spans them. Copies first, then the XACKs: a worker that dies between
+    the two leaves the entries pending, and on redelivery `dead_letters_add` finds them copied
+    already. Either way each entry is dead-lettered once and acknowledged.
     """
-    if not any(acks.values()) and not dead:
+    dead_letters_add(client=client, dead=dead)
+    if not any(acks.values()):
         return
-    now = timezone.now()
-    pipe = client.pipeline(transaction=True)
-    for entry in dead:
-        fields = dead_letter_fields(
-            fields=entry.fields,
-            reason=entry.reason,
-            stream=entry.stream,
-            entry_id=entry.entry_id,
-            deliveries=entry.deliveries,
-            dead_at=now,
-        )
-        pipe.xadd(settings.STREAM_DEAD_LETTER, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+    # One XACK per stream (one key each); a cluster pipeline sends each node its own.
+    pipe = client.pipeline(transaction=False)
     for stream, ids in acks.items():
         if ids:
             pipe.xack(stream, settings.STREAM_CONSUMER_GROUP, *ids)
@@ -136,12 +194,12 @@ def outbox_relay(*, limit: int = 10_000) -> int:
     """Publish up to `limit` outbox entries to Redis (oldest first) and delete them; return how many.
 
     Rows are locked with SKIP LOCKED so that parallel relays do not send the same rows; a crash
-    between XADD and the delete sends a row twice, which the inbox makes harmless. Raises
-    redis.RedisError (after counting the attempt) when Redis is unreachable.
+    between XADD and the delete sends a row twice, which the inbox makes harmless. Raises one of
+    streams.redis.REDIS_ERRORS (after counting the attempt) when Redis is unreachable.
     """
     relayed = 0
     while relayed < limit:
-        failed: tuple[list[int], redis.RedisError] | None = None
+        failed: tuple[list[int], Exception] | None = None
         with transaction.atomic():
             rows = list(
                 OutboxEvent.objects.select_for_update(skip_locked=True)
@@ -156,7 +214,7 @@ def outbox_relay(*, limit: int = 10_000) -> int:
                 for _row_id, stream, fields in rows:
                     pipe.xadd(stream_key_route(stream, fields), fields)
                 pipe.execute()
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 failed = (ids, error)
             else:
                 OutboxEvent.objects.filter(id__in=ids).delete()
@@ -216,10 +274,9 @@ def partition_leases_renew(*, client: redis.Redis, consumer: str, partitions: Se
     if not partitions:
         return set()
     renew = client.register_script(_LEASE_RENEW)
-    pipe = client.pipeline(transaction=False)
-    for partition in partitions:
-        renew(keys=[partition_lease_key(partition)], args=[consumer, PARTITION_LEASE_TTL_MS], client=pipe)
-    return {partition for partition, ok in zip(partitions, pipe.execute(), strict=True) if ok}
+    calls = [([partition_lease_key(partition)], [consumer, PARTITION_LEASE_TTL_MS]) for partition in partitions]
+    replies = script_calls(client, renew, calls)
+    return {partition for partition, ok in zip(partitions, replies, strict=True) if ok}
 
 
 def partition_leases_acquire(*, client: redis.Redis, consumer: str, candidates: Sequence[int], want: int) -> list[int]:
@@ -251,10 +308,7 @@ def partition_leases_release(*, client: redis.Redis, consumer: str, partitions: 
     if not partitions:
         return
     release = client.register_script(_LEASE_RELEASE)
-    pipe = client.pipeline(transaction=False)
-    for partition in partitions:
-        release(keys=[partition_lease_key(partition)], args=[consumer], client=pipe)
-    pipe.execute()
+    script_calls(client, release, [([partition_lease_key(partition)], [consumer]) for partition in partitions])
 
 
 def partition_members_beat(*, client: redis.Redis, consumer: str) -> int:
@@ -297,7 +351,10 @@ def dead_letters_replay(
     `ids` picks entries (all when None); `reason_contains` keeps only entries whose reason contains it.
     Each entry goes back with its original fields, so its event_id is unchanged and the worker's inbox
     counts it at most once. Entries whose event_id the inbox already holds were counted: they are only
-    deleted. Each chunk's XADDs and XDELs run in one MULTI, so an entry is never both replayed and kept.
+    deleted. Each chunk's XADDs are sent first and its XDELs only after they all succeeded (the source
+    streams and the dead-letter stream live in different cluster slots, so no MULTI spans them): an entry
+    is never deleted without having been replayed, and one replayed twice (a crash between the two
+    steps, then a second replay) is counted once by the inbox.
     """
     client = redis_client()
     dead_stream = settings.STREAM_DEAD_LETTER
@@ -346,16 +403,16 @@ def dead_letters_replay(
             continue
         if not known:
             continue
-        pipe = client.pipeline(transaction=True)
+        replay = client.pipeline(transaction=False)
         for entry in known:
             if entry["event_id"] in counted:
                 outcome.already_counted += 1
             else:
-                pipe.xadd(stream_key_route(entry["source_stream"], entry["fields"]), entry["fields"])
+                replay.xadd(stream_key_route(entry["source_stream"], entry["fields"]), entry["fields"])
                 outcome.replayed += 1
                 outcome.replayed_ids.append(entry["id"])
-            pipe.xdel(dead_stream, entry["id"])
-        pipe.execute()
+        replay.execute()
+        client.xdel(dead_stream, *(entry["id"] for entry in known))
     if outcome.replayed or outcome.already_counted:
         logger.info(
             "dead letters: %d replayed, %d already counted (removed)%s",

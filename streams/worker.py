@@ -37,7 +37,7 @@ from streams.partitions import (
     stream_logical,
     stream_partitioned,
 )
-from streams.redis import redis_client
+from streams.redis import REDIS_ERRORS, keys_by_slot, redis_client
 from streams.selectors import pipeline_streams
 from streams.services import (
     PARTITION_LEASE_TTL_MS,
@@ -531,12 +531,13 @@ class StreamWorker:
     def _read_groups(self) -> list[tuple[str, ...]]:
         """The keys to read, each tuple in one XREADGROUP.
 
-        Without partitions: every stream in one read, as always. With them: each held partition's key on
-        its own (a batch is then one partition, its acknowledgement one key and one slot), then each
-        shared stream on its own.
+        Without partitions: every stream in one read, as always (on a cluster one read per hash slot, as
+        one XREADGROUP may only name keys of one slot). With them: each held partition's key on its own
+        (a batch is then one partition, its acknowledgement one key and one slot), then each shared
+        stream on its own.
         """
         if not self.partitioned:
-            return [tuple(self.streams)]
+            return [tuple(keys) for keys in keys_by_slot(self.streams)]
         groups = [
             (key,)
             for partition in sorted(self._leases)
@@ -566,9 +567,10 @@ class StreamWorker:
     def entries_read(self) -> list[Entry]:
         """Read our own pending entries first (history), then new ones (blocking up to block_ms)."""
         if self._history:
-            if self.shared:
+            # One XREADGROUP names keys of one slot only on a cluster (streams.redis.keys_by_slot).
+            for keys in keys_by_slot(self.shared):
                 reply = self.client.xreadgroup(
-                    self.group, self.consumer, dict.fromkeys(self.shared, "0"), count=self.batch_size
+                    self.group, self.consumer, dict.fromkeys(keys, "0"), count=self.batch_size
                 )
                 entries = self._entries_from(reply)
                 if entries:
@@ -771,7 +773,7 @@ class StreamWorker:
             acks.setdefault(entry.stream, []).append(entry.entry_id)
         try:
             stream_entries_settle(client=self.client, acks=acks, dead=dead)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             # Committed but not acknowledged: the entries come back and the inbox skips them.
             self._entries_reread(entries)
             raise
@@ -865,7 +867,7 @@ class StreamWorker:
                 try:
                     if self._due_now("heartbeat", HEARTBEAT_INTERVAL):
                         self.heartbeat()  # renews the leases too: an outage does not cost the partitions
-                except redis.RedisError:
+                except REDIS_ERRORS:
                     pass
                 if not all(self.lease_usable(partition) for partition in self._applying):
                     raise LeaseLost from error

@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis
+from mandate_wizard.devservers import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster
 from streams.worker import StreamWorker
 from tests.entities.factories import UserFactory
 from tests.real_servers import suite_workdir
@@ -88,3 +88,12 @@ def worker(redis_client) -> StreamWorker:
     worker = StreamWorker(consumer="ops-worker", block_ms=50, claim_idle_ms=3_600_000)
     worker.groups_ensure()
     return worker
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> EmbeddedRedisCluster:
+    """A Redis Cluster of three primaries for the session, started by the first test that asks for it."""
+    cluster = EmbeddedRedisCluster(suite_workdir() / "redis-cluster")
+    cluster.start()
+    yield cluster
+    cluster.stop()

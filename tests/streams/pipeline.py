@@ -25,6 +25,8 @@ from entities.models import Entity, EntityDemand, EntityType
 from kernel.databases import database_url
 from streams.events import QuerySignal
 from streams.models import ProcessedEvent
+from streams.partitions import stream_key_route
+from streams.selectors import stream_waiting
 from streams.worker import StreamWorker
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
@@ -56,11 +58,12 @@ def signals_make(entities: Sequence[Entity], count: int, *, seed: int = 1, days:
 
 
 def signals_xadd(client: redis.Redis, signals: Sequence[QuerySignal], *, chunk: int = 2000) -> None:
-    """XADD signals in the wire format, pipelined (the publisher has its own tests)."""
+    """XADD signals in the wire format to their partitions' keys, pipelined (the publisher has its own tests)."""
     for start in range(0, len(signals), chunk):
         pipe = client.pipeline(transaction=False)
         for item in signals[start : start + chunk]:
-            pipe.xadd(settings.STREAM_QUERY_SIGNALS, item.to_fields())
+            fields = item.to_fields()
+            pipe.xadd(stream_key_route(settings.STREAM_QUERY_SIGNALS, fields), fields)
         pipe.execute()
 
 
@@ -80,6 +83,11 @@ def totals_assert(signals: Sequence[QuerySignal]) -> None:
     assert EntityDemand.objects.aggregate(total=Sum("demand_score"))["total"] == distinct
     assert DemandBucket.objects.aggregate(total=Sum("count"))["total"] == distinct
     assert ProcessedEvent.objects.count() == distinct
+
+
+def drained(client: redis.Redis) -> bool:
+    """Everything published as QuerySignals (every partition) was delivered to the group and acknowledged."""
+    return stream_waiting(stream=settings.STREAM_QUERY_SIGNALS, client=client)["waiting"] == 0
 
 
 def worker_drain(worker: StreamWorker, *, rounds: int = 1000) -> None:

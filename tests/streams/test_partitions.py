@@ -24,6 +24,7 @@ from tests.entities.test_answer_reconcile import QUESTIONS, ask_all, later
 from tests.streams.pipeline import (
     WorkerProcess,
     command_run,
+    drained,
     entities_make,
     signals_make,
     totals_assert,
@@ -209,18 +210,13 @@ def test_a_worker_that_lost_its_lease_drops_the_batch_and_the_new_holder_counts_
 
 
 @pytest.fixture
-def start_worker(tmp_path):
-    started: list[WorkerProcess] = []
+def start_worker(start_worker):
+    """The stream tests' worker subprocesses, partitioned."""
 
     def start(consumer: str, *args: str) -> WorkerProcess:
-        worker = WorkerProcess(log_dir=tmp_path, consumer=consumer, args=args, env={"STREAM_PARTITIONS": str(P)})
-        started.append(worker)
-        return worker
+        return start_worker(consumer, *args, env={"STREAM_PARTITIONS": str(P)})
 
-    yield start
-    for worker in started:
-        worker.ensure_ended()
-        print(f"--- {worker.log_path.name}", *worker.log().splitlines()[-40:], sep="\n")
+    return start
 
 
 def holders(client: redis.Redis) -> dict[int, str | None]:
@@ -233,10 +229,6 @@ def heartbeat_partitions(client: redis.Redis) -> dict[str, list[int]]:
 
 def processed_by(client: redis.Redis) -> dict[str, int]:
     return {w["consumer"]: w["events_processed"] for w in streams_info(client=client)["workers"]}
-
-
-def drained(client: redis.Redis) -> bool:
-    return stream_waiting(stream=QS, client=client)["waiting"] == 0
 
 
 def split_evenly(client: redis.Redis, consumers: set[str]) -> bool:

@@ -16,8 +16,8 @@ from django.conf import settings
 from streams.models import ProcessedEvent
 from tests.streams.pipeline import (
     MANAGE,
-    WorkerProcess,
     counts_expected,
+    drained,
     entities_make,
     signals_make,
     signals_xadd,
@@ -29,29 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 QS = settings.STREAM_QUERY_SIGNALS
 GROUP = settings.STREAM_CONSUMER_GROUP
-
-
-@pytest.fixture
-def start_worker(tmp_path):
-    started: list[WorkerProcess] = []
-
-    def start(consumer: str, *args: str, **kwargs) -> WorkerProcess:
-        worker = WorkerProcess(log_dir=tmp_path, consumer=consumer, args=args, **kwargs)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.ensure_ended()
-        lines = worker.log().splitlines()
-        print(f"--- {worker.log_path.name} (batch lines left out)", *lines[-60:], sep="\n")
-
-
-def drained(client: redis.Redis) -> bool:
-    """Everything in the stream was delivered to the group and acknowledged."""
-    groups = client.xinfo_groups(QS)
-    last = client.xinfo_stream(QS)["last-generated-id"]
-    return bool(groups) and groups[0]["last-delivered-id"] == last and groups[0]["pending"] == 0
 
 
 def test_sigkill_at_several_points_then_restart_counts_exactly(redis_client, start_worker):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from streams.redis import REDIS_ERRORS
 from streams.services import outbox_relay
 
 
@@ -17,6 +17,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             relayed = outbox_relay(limit=options["limit"])
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             raise CommandError(f"Redis is unreachable, the outbox is kept: {error}") from error
         self.stdout.write(f"relayed {relayed} events")

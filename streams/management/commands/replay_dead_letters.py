@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
-from redis import RedisError
 
+from streams.redis import REDIS_ERRORS
 from streams.services import dead_letters_replay
 
 
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             outcome = dead_letters_replay(
                 ids=options["ids"] or None, reason_contains=options["reason"], dry_run=options["dry_run"]
             )
-        except RedisError as error:
+        except REDIS_ERRORS as error:
             raise CommandError(f"Redis is unreachable: {error}") from error
         verb = "would replay" if options["dry_run"] else "replayed"
         removed = "would remove" if options["dry_run"] else "removed"

@@ -9,13 +9,13 @@ import signal
 import sys
 import time
 
-import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from streams.metrics import worker_metrics_serve
 from streams.partitions import partition_count
+from streams.redis import REDIS_ERRORS
 from streams.worker import (
     DEFAULT_BATCH_SIZE,
     GIL_SWITCH_INTERVAL,
@@ -118,7 +118,7 @@ class Command(BaseCommand):
                 delay = 0.1
             except StopRequested:
                 break
-            except (redis.RedisError, DatabaseError) as error:
+            except (*REDIS_ERRORS, DatabaseError) as error:
                 worker.stats.transient_errors += 1
                 logger.warning("%s: %s; retrying in %.1f s", type(error).__name__, error, delay)
                 deadline = time.monotonic() + delay
@@ -127,13 +127,13 @@ class Command(BaseCommand):
                 delay = min(delay * 2, MAX_BACKOFF)
         try:
             worker.read_ahead_finish()
-        except (StopRequested, redis.RedisError, DatabaseError) as error:
+        except (StopRequested, *REDIS_ERRORS, DatabaseError) as error:
             # Still pending for this consumer: a restart under the same name, or a claim, takes them.
             logger.warning("stopping with a batch read ahead still pending: %s", error or type(error).__name__)
         worker.chore_threads_stop()
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             worker.partitions_leave()
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             worker.heartbeat_clear()
         stats = worker.stats
         logger.info(

@@ -6,10 +6,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
-from redis import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from streams.redis import REDIS_ERRORS
 from streams.selectors import streams_info
 
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             info = streams_info()
-        except RedisError as error:
+        except REDIS_ERRORS as error:
             raise CommandError(f"Redis is unreachable: {error}") from error
         if options["json"]:
             self.stdout.write(json.dumps(info, cls=DjangoJSONEncoder, indent=2))
