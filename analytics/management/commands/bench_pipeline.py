@@ -91,10 +91,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--partitions", type=int, default=1, help="STREAM_PARTITIONS of the run (1: the one stream key)."
         )
+        parser.add_argument(
+            "--cluster",
+            action="store_true",
+            help="Against a Redis/Valkey Cluster: needs REDIS_CLUSTER=true and REDIS_URL naming a node (e.g. the "
+            "embedded cluster of `REDIS_CLUSTER=true make run`); Redis CPU is summed over every primary.",
+        )
 
     def handle(self, *args, **options):
         if options["inside"]:
             return self._bench(options)
+        if options["cluster"] != settings.REDIS_CLUSTER:
+            raise CommandError(
+                "--cluster needs REDIS_CLUSTER=true (and REDIS_URL naming a node of the cluster); "
+                "REDIS_CLUSTER=true needs --cluster, so that the figures say what they measured"
+            )
         prefix = f"mandate_wizard_bench_{uuid.uuid4().hex[:8]}"
         # Production settings for the measured processes (DEBUG off needs a secret key: a throwaway one).
         secret = settings.SECRET_KEY if not settings.DEBUG else secrets.token_urlsafe(48)
@@ -480,7 +491,7 @@ class Command(BaseCommand):
                 postmaster = psutil.Process(cursor.fetchone()[0]).parent()
             self._servers = {
                 "postgresql": postmaster,
-                "redis": psutil.Process(int(redis_client().info("server")["process_id"])),
+                **{f"redis {number}": server for number, server in enumerate(self._redis_servers())},
             }
             self._lock_samples = [0, 0]
         workers = 0.0
@@ -488,6 +499,17 @@ class Command(BaseCommand):
             times = psutil.Process(process.pid).cpu_times()
             workers += times.user + times.system
         return {"workers": workers, **{name: self._tree_cpu(root) for name, root in self._servers.items()}}
+
+    @staticmethod
+    def _redis_servers() -> list[psutil.Process]:
+        """The Redis server processes: the one server, or every primary of a cluster."""
+        client = redis_client()
+        if settings.REDIS_CLUSTER:
+            return [
+                psutil.Process(int(client.info("server", target_nodes=node)["process_id"]))
+                for node in client.get_primaries()
+            ]
+        return [psutil.Process(int(client.info("server")["process_id"]))]
 
     def _locks_sample(self) -> None:
         """Sample the workers' backends: how many are in a batch's transaction, how many wait on a lock."""
@@ -523,9 +545,13 @@ class Command(BaseCommand):
         out = self.stdout.write
         cpu = self._cpu
         total = sum(cpu.values())
+        redis_cpu = [seconds for name, seconds in cpu.items() if name.startswith("redis")]
+        redis_text = f"Redis {sum(redis_cpu):.2f} s" + (
+            f" over {len(redis_cpu)} cluster primaries" if settings.REDIS_CLUSTER else ""
+        )
         out(
             f"cpu: {total:.2f} CPU-s = {entries / total:,.0f} events per CPU-second (workers {cpu['workers']:.2f} s, "
-            f"PostgreSQL {cpu['postgresql']:.2f} s, Redis {cpu['redis']:.2f} s; STREAM_PARTITIONS={partitions})"
+            f"PostgreSQL {cpu['postgresql']:.2f} s, {redis_text}; STREAM_PARTITIONS={partitions})"
         )
         waiting, busy = self._lock_samples
         out(
