@@ -142,6 +142,8 @@ def test_a_killed_worker_and_a_restarted_primary_leave_counts_exact(
     wait_until(lambda: ProcessedEvent.objects.count() >= 2000, timeout=120, what="2000 events")
     victim.kill()  # SIGKILL mid-stream: its read-ahead batch and its current batch stay pending (and its leases)
     heir = start_worker("heir", *common, env=env)
+    # The victim's last batches can reach the count alone: wait for the heir itself to be counting.
+    wait_until(lambda: "batch:" in heir.log(), timeout=120, what="the heir to count a batch")
     wait_until(lambda: ProcessedEvent.objects.count() >= 4000, timeout=120, what="4000 events")
 
     # Stop the primary that serves (the first partition of) the QuerySignals under the running worker,
