@@ -51,7 +51,14 @@ from analytics.models import (
     QuestionWindowState,
     RefreshQueueState,
 )
-from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
+from entities.models import (
+    DEMAND_ORDER,
+    Entity,
+    EntityDemand,
+    EntityType,
+    RefreshRequest,
+)
+from entities.selectors import answers_unsettled
 from kernel.iterables import batched
 from kernel.replica import read_connection
 from streams.selectors import dead_letter_length, outbox_backlog, pipeline_streams, stream_waiting, workers_live
@@ -1021,9 +1028,7 @@ def answers_unreconciled(*, now: datetime | None = None) -> int:
     such answer means the reconciliation is not running or its re-sends are not being counted.
     """
     bound = timedelta(seconds=2 * settings.ANSWER_RECONCILE_AFTER_SECONDS)
-    return AnswerRecord.objects.filter(
-        signals_settled=False, signals_sent_at__lt=(now or timezone.now()) - bound
-    ).count()
+    return answers_unsettled(before=(now or timezone.now()) - bound)
 
 
 def analytics_status() -> dict:

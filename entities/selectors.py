@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
 
-from entities.models import Entity, EntityEmbedding
+from entities.models import AnswerReconcileMark, AnswerRecord, AnswerSignalsPending, Entity, EntityEmbedding
 
 # The counters of an entity's demand row (`entity.demand`), as the entity API names them.
 DEMAND_COUNTERS = ("demand_score", "query_count", "first_queried_at", "last_queried_at")
@@ -44,3 +45,16 @@ def entity_get(raw_id: str) -> Entity:
     if entity is None:
         raise NotFound(f"No entity has the id {entity_id}.")
     return entity
+
+
+def answers_unsettled(*, before: datetime | None = None) -> int:
+    """Answers with signals that reconciliation has not settled: pending ones (re-sent or held before
+    `before`) and answers past the watermark (asked before `before`). None: whenever."""
+    behind = AnswerRecord.objects.filter(result_count__gt=0)
+    pending = AnswerSignalsPending.objects.all()
+    if before is not None:
+        behind, pending = behind.filter(asked_at__lt=before), pending.filter(signals_sent_at__lt=before)
+    mark = AnswerReconcileMark.objects.filter(pk=1).first()
+    if mark is not None:
+        behind = behind.filter(Q(asked_at__gt=mark.asked_at) | Q(asked_at=mark.asked_at, id__gt=mark.answer_id))
+    return pending.count() + behind.count()
