@@ -27,14 +27,15 @@ from entities.models import (
     Entity,
     EntityEmbedding,
 )
-from entities.questions import answer_signal_event_id, answer_signal_event_id_hex, question_normalize
+from entities.questions import answer_signal_event_id, question_normalize
 from entities.retrieval import SearchHit
+from entities.selectors import answers_missing_signals, answers_past_watermark
 from kernel.databases import pg_array_literal
 from kernel.iterables import batched
 from streams.events import ROLE_SUBJECT, QuerySignal, UpdateRequest
 from streams.handlers import ApplyResult
 from streams.publisher import PublishOutcome, query_signals_publish
-from streams.selectors import inbox_contains_sql, inbox_counted, outbox_waiting
+from streams.selectors import inbox_counted, outbox_waiting
 from streams.services import inbox_record
 
 # Content columns: a change to any of them moves updated_at. Demand counters are never written here: a
@@ -470,14 +471,6 @@ def answer_signals_publish(*, record: AnswerRecord) -> PublishOutcome:
     return query_signals_publish(signals=answer_record_signals(record))
 
 
-# The common case in one statement, writing nothing: of a page's answers, the ids of the few with a signal the
-# inbox does not hold. The others are settled by the watermark passing them.
-_MISSING_SQL = f"""
-SELECT DISTINCT sent.record_id
-FROM unnest(%(records)s::uuid[], %(events)s::uuid[]) AS sent(record_id, event_id)
-WHERE NOT {inbox_contains_sql(event_id="sent.event_id")}
-"""  # noqa: S608 - built from constants only
-
 _RECORD_FIELDS = ("id", "asked_at", "user_id", "question", "entities")
 
 
@@ -567,7 +560,7 @@ def _pending_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -
         ids = [answer_id for answer_id, _sent in page]
         records = list(AnswerRecord.objects.filter(id__in=ids).only(*_RECORD_FIELDS))
         outcome.checked += len(page)
-        missing = _records_missing([(record.id, record.entities) for record in records])
+        missing = answers_missing_signals([(record.id, record.entities) for record in records])
         pending = check.missing([record for record in records if record.id in missing])
         done = set(ids) - set(pending)  # counted, given up, or the record was pruned
         with transaction.atomic():
@@ -582,9 +575,8 @@ def _pending_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -
 def _new_answers_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -> None:
     """Check the answers past the watermark asked before the bound, in (asked_at, id) pages; advance it."""
     outcome = check.outcome
-    mark = AnswerReconcileMark.objects.filter(pk=1).first()
-    due = AnswerRecord.objects.filter(asked_at__lt=bound).order_by("asked_at", "id")
-    after = Q() if mark is None else Q(asked_at__gt=mark.asked_at) | Q(asked_at=mark.asked_at, id__gt=mark.answer_id)
+    due = answers_past_watermark().filter(asked_at__lt=bound)
+    after = Q()
     while outcome.checked < limit:
         page = list(
             due.filter(after).values_list("id", "asked_at", "entities")[: min(RECONCILE_CHUNK, limit - outcome.checked)]
@@ -594,7 +586,7 @@ def _new_answers_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: in
         last_id, last_asked, _entities = page[-1]
         after = Q(asked_at__gt=last_asked) | Q(asked_at=last_asked, id__gt=last_id)
         outcome.checked += len(page)
-        missing = _records_missing([(record_id, entities) for record_id, _asked, entities in page])
+        missing = answers_missing_signals([(record_id, entities) for record_id, _asked, entities in page])
         records = list(AnswerRecord.objects.filter(id__in=missing).only(*_RECORD_FIELDS)) if missing else []
         pending = check.missing(records)
         # Held answers are due at once (their asked_at is before the bound); re-sent ones one bound from now.
@@ -611,26 +603,6 @@ def _new_answers_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: in
         outcome.settled += len(page) - len(pending)
         if len(page) < RECONCILE_CHUNK:
             return
-
-
-def _records_missing(rows: Sequence[tuple[uuid.UUID, list[dict]]]) -> set[uuid.UUID]:
-    """The ids among `rows` ((record id, entities)) of the records with a signal the inbox does not hold, in one
-    statement. The path every answer takes, so the event ids are derived as text (`answer_signal_event_id_hex`),
-    without building signals or UUID objects.
-    """
-    record_ids, event_ids = [], []
-    for record_id, entities in rows:
-        namespace = record_id.bytes
-        for item in entities:
-            record_ids.append(record_id.hex)
-            event_ids.append(answer_signal_event_id_hex(answer_id=namespace, entity_id=item["id"]))
-    if not event_ids:
-        return set()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _MISSING_SQL, {"records": "{" + ",".join(record_ids) + "}", "events": "{" + ",".join(event_ids) + "}"}
-        )
-        return {row[0] for row in cursor.fetchall()}
 
 
 def _reconcile_chunk(

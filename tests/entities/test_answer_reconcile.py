@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from entities import services as entity_services
 from entities.models import AnswerRecord, AnswerSignalsPending, Entity, EntityDemand
-from entities.selectors import answers_unsettled
+from entities.selectors import answers_past_watermark, answers_unsettled
 from entities.services import answer_signals_reconcile
 from mandate_wizard.devservers import EmbeddedRedis
 from streams.handlers import chores
@@ -84,7 +84,8 @@ def test_signals_lost_by_an_empty_redis_restart_are_resent_and_counted_exactly_o
     assert AnswerSignalsPending.objects.count() == lost_answers  # only the answers with a lost signal
     second = answer_signals_reconcile(now=later(2 * settings.ANSWER_RECONCILE_AFTER_SECONDS + 1))
     assert (second.resent, second.given_up) == (0, 0)
-    assert answers_unsettled() == 0
+    assert answers_past_watermark().filter(asked_at__lt=later()).count() == 0
+    assert answers_unsettled(before=later(10_000)) == 0
     assert answer_signals_reconcile(now=later(10_000)).checked == 0
     worker_drain(worker)
     assert counts_actual() == expected
