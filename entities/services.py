@@ -20,7 +20,6 @@ from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
 from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
 from entities.models import (
-    AnswerReconcileMark,
     AnswerRecord,
     AnswerRecordEntity,
     AnswerSignalsPending,
@@ -471,6 +470,13 @@ def answer_signals_publish(*, record: AnswerRecord) -> PublishOutcome:
     return query_signals_publish(signals=answer_record_signals(record))
 
 
+# The watermark only moves forward: two workers' chores may pass the same pages at once.
+_MARK_ADVANCE_SQL = """
+INSERT INTO entities_answerreconcilemark AS mark (id, asked_at, answer_id) VALUES (1, %s, %s)
+ON CONFLICT (id) DO UPDATE SET asked_at = EXCLUDED.asked_at, answer_id = EXCLUDED.answer_id
+WHERE (mark.asked_at, mark.answer_id) < (EXCLUDED.asked_at, EXCLUDED.answer_id)
+"""
+
 _RECORD_FIELDS = ("id", "asked_at", "user_id", "question", "entities")
 
 
@@ -599,7 +605,8 @@ def _new_answers_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: in
                 ],
                 ignore_conflicts=True,
             )
-            AnswerReconcileMark.objects.update_or_create(pk=1, defaults={"asked_at": last_asked, "answer_id": last_id})
+            with connection.cursor() as cursor:
+                cursor.execute(_MARK_ADVANCE_SQL, [last_asked, last_id])
         outcome.settled += len(page) - len(pending)
         if len(page) < RECONCILE_CHUNK:
             return
