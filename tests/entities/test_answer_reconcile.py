@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
+from analytics.selectors import demand_answers_audit
 from entities import services as entity_services
 from entities.models import AnswerRecord, AnswerSignalsPending, Entity, EntityDemand
 from entities.selectors import answers_past_watermark, answers_unsettled
@@ -89,6 +90,10 @@ def test_signals_lost_by_an_empty_redis_restart_are_resent_and_counted_exactly_o
     assert answer_signals_reconcile(now=later(10_000)).checked == 0
     worker_drain(worker)
     assert counts_actual() == expected
+    # The buckets agree with the records per entity, related entities (buckets' `returned`) included, once
+    # the answers' hour is closed and audited.
+    audit = demand_answers_audit(now=timezone.now() + timedelta(hours=2))
+    assert audit.checked == len(expected) and audit.differences == []
 
 
 def test_resent_signals_are_not_resent_again_before_the_bound_passes_once_more(db, user_client, redis_client):
