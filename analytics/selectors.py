@@ -15,6 +15,7 @@ read of a selector, ORM or raw, goes to the replica when one is configured.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,9 +52,17 @@ from analytics.models import (
     QuestionWindowState,
     RefreshQueueState,
 )
-from entities.models import DEMAND_ORDER, AnswerRecord, Entity, EntityDemand, EntityType, RefreshRequest
+from entities.models import (
+    DEMAND_ORDER,
+    Entity,
+    EntityDemand,
+    EntityType,
+    RefreshRequest,
+)
+from entities.selectors import answers_unsettled
 from kernel.iterables import batched
 from kernel.replica import read_connection
+from streams.events import ROLE_SUBJECT
 from streams.selectors import dead_letter_length, outbox_backlog, pipeline_streams, stream_waiting, workers_live
 
 TIMEFRAMES = tuple(TIMEFRAME_HOURS)
@@ -835,6 +844,59 @@ def demand_counters_audit(*, now: datetime | None = None, limit: int | None = No
     )
 
 
+@dataclass(frozen=True)
+class AnswerBucketAudit:
+    """Entities whose buckets of the hours [audit_from, audit_to) disagree with the answers of those hours.
+
+    The hours are the whole ones in both the answer and the bucket retention, and end two reconcile bounds
+    ago (every answer before is counted, or re-sent and counted by then). `checked` is how many entities
+    the answers or the buckets of those hours name.
+    """
+
+    audit_from: datetime
+    audit_to: datetime
+    checked: int
+    differences: list[dict]
+
+
+# Per entity: the answers of the hours that returned it (and as the subject) beside its buckets of the hours.
+_ANSWER_BUCKET_AUDIT_SQL = """
+WITH answers AS (
+    SELECT entity_id, count(DISTINCT answer_id) AS returned,
+           count(DISTINCT answer_id) FILTER (WHERE role = %(subject)s) AS subject
+    FROM entities_answerrecordentity WHERE asked_at >= %(start)s AND asked_at < %(end)s GROUP BY entity_id
+), buckets AS (
+    SELECT entity_id, sum(returned) AS returned, sum(count) AS subject
+    FROM analytics_demandbucket WHERE hour >= %(start)s AND hour < %(end)s GROUP BY entity_id
+), compared AS (
+    SELECT e.id, e.name, coalesce(a.returned, 0) AS answers_returned, coalesce(a.subject, 0) AS answers_subject,
+           coalesce(b.returned, 0) AS bucket_returned, coalesce(b.subject, 0) AS bucket_total
+    FROM answers AS a FULL JOIN buckets AS b ON b.entity_id = a.entity_id
+    JOIN entities_entity AS e ON e.id = coalesce(a.entity_id, b.entity_id)
+)
+SELECT count(*), coalesce(jsonb_agg(to_jsonb(c) ORDER BY abs(answers_returned - bucket_returned)
+           + abs(answers_subject - bucket_total) DESC, id) FILTER (WHERE answers_returned <> bucket_returned
+           OR answers_subject <> bucket_total), '[]'::jsonb)
+FROM compared AS c
+"""
+
+
+def demand_answers_audit(*, now: datetime | None = None) -> AnswerBucketAudit:
+    """Compare each entity's buckets with the answer records of the same hours: answers that returned it with
+    `returned`, answers with it as the subject with `count` (one snapshot; entities deleted since are left out).
+    """
+    now = now or timezone.now()
+    retention = timedelta(days=min(settings.ANSWER_RETENTION_DAYS, settings.DEMAND_BUCKET_RETENTION_DAYS))
+    audit_from = hour_floor(now - retention) + timedelta(hours=1)
+    audit_to = hour_floor(now - timedelta(seconds=2 * settings.ANSWER_RECONCILE_AFTER_SECONDS))
+    with read_connection().cursor() as cursor:
+        cursor.execute(_ANSWER_BUCKET_AUDIT_SQL, {"subject": ROLE_SUBJECT, "start": audit_from, "end": audit_to})
+        checked, differences = cursor.fetchone()
+    if isinstance(differences, str):
+        differences = json.loads(differences)
+    return AnswerBucketAudit(audit_from=audit_from, audit_to=audit_to, checked=checked, differences=differences)
+
+
 # -- questions (answer records) ---------------------------------------------------------------------------
 
 TOP_QUESTIONS_PER_ENTITY = 5
@@ -1021,9 +1083,7 @@ def answers_unreconciled(*, now: datetime | None = None) -> int:
     such answer means the reconciliation is not running or its re-sends are not being counted.
     """
     bound = timedelta(seconds=2 * settings.ANSWER_RECONCILE_AFTER_SECONDS)
-    return AnswerRecord.objects.filter(
-        signals_settled=False, signals_sent_at__lt=(now or timezone.now()) - bound
-    ).count()
+    return answers_unsettled(before=(now or timezone.now()) - bound)
 
 
 def analytics_status() -> dict:

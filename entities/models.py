@@ -236,9 +236,9 @@ class AnswerRecord(models.Model):
 
     `entities` holds one {"id", "entity_type", "role", "rank", "score"} per returned entity, in rank
     order; AnswerRecordEntity repeats them one row each, for "the questions that returned this entity".
-    `signals_settled` is false until reconciliation has seen every signal counted (or given up); the
-    partial index keeps that scan to the few unsettled rows. The user is a reference only: deleting the
-    user keeps the record, anonymised.
+    The record is written once and never updated: reconciliation keeps its progress elsewhere
+    (AnswerReconcileMark, AnswerSignalsPending). The user is a reference only: deleting the user keeps the
+    record, anonymised.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -253,9 +253,6 @@ class AnswerRecord(models.Model):
     subject_count = models.PositiveSmallIntegerField(default=0)
     latency_ms = models.FloatField()
     composer = models.CharField(max_length=32)
-    signals_settled = models.BooleanField(default=False)
-    # When the signals were last sent (the answer, or a reconciliation's re-send).
-    signals_sent_at = models.DateTimeField(default=timezone.now)
     # The oldest content (updated_at) among the subject entities as the answer served them, set by the
     # database as the record is written; null when there is none or it is unknown (a past answer recorded
     # after its entities changed). The stale-answer rate compares it with asked_at.
@@ -263,11 +260,6 @@ class AnswerRecord(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["signals_sent_at"],
-                condition=models.Q(signals_settled=False),
-                name="answer_record_unsettled",
-            ),
             models.Index(
                 fields=["asked_at"],
                 include=["question_normalized", "result_count", "subject_count", "user"],
@@ -324,3 +316,36 @@ class AnswerRecordEntity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity_id} in answer {self.answer_id}"
+
+
+class AnswerReconcileMark(models.Model):
+    """Reconciliation's watermark (one row): every answer up to (asked_at, answer_id), in that order, is settled.
+
+    Settled means every signal of the answer was seen counted in the inbox, given up on, or the answer is in
+    AnswerSignalsPending. The chore advances it over answers older than ANSWER_RECONCILE_AFTER_SECONDS
+    without writing the answer records, so settling costs one row per page, not one per answer.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    asked_at = models.DateTimeField()
+    answer_id = models.UUIDField()
+
+    def __str__(self) -> str:
+        return f"answers settled up to {self.asked_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AnswerSignalsPending(models.Model):
+    """An answer behind the watermark with signals not seen counted: re-sent at `signals_sent_at` (or held).
+
+    Only the few answers whose signals Redis lost have a row; the chore checks it again one bound after the
+    send and deletes it once every signal is counted or given up on.
+    """
+
+    answer_id = models.UUIDField(primary_key=True)
+    signals_sent_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["signals_sent_at", "answer_id"], name="answer_pending_sent")]
+
+    def __str__(self) -> str:
+        return f"answer {self.answer_id} re-sent at {self.signals_sent_at:%Y-%m-%d %H:%M:%S}"

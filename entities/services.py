@@ -19,15 +19,22 @@ from django.utils import timezone
 from entities.demo import DEFAULT_DEMO_COUNT, demo_entities
 from entities.embeddings import embedder, vectors_copy_binary
 from entities.imports import EntityRow, RowError, entity_rows_read
-from entities.models import AnswerRecord, AnswerRecordEntity, Entity, EntityEmbedding
-from entities.questions import answer_signal_event_id, answer_signal_event_id_hex, question_normalize
+from entities.models import (
+    AnswerRecord,
+    AnswerRecordEntity,
+    AnswerSignalsPending,
+    Entity,
+    EntityEmbedding,
+)
+from entities.questions import answer_signal_event_id, question_normalize
 from entities.retrieval import SearchHit
+from entities.selectors import answers_missing_signals, answers_past_watermark
 from kernel.databases import pg_array_literal
 from kernel.iterables import batched
 from streams.events import ROLE_SUBJECT, QuerySignal, UpdateRequest
 from streams.handlers import ApplyResult
 from streams.publisher import PublishOutcome, query_signals_publish
-from streams.selectors import inbox_contains_sql, inbox_counted, outbox_waiting
+from streams.selectors import inbox_counted, outbox_waiting
 from streams.services import inbox_record
 
 # Content columns: a change to any of them moves updated_at. Demand counters are never written here: a
@@ -370,9 +377,9 @@ PRUNE_CHUNK = 10_000
 _RECORD_INSERT_SQL = """
 WITH record AS (
     INSERT INTO entities_answerrecord (id, asked_at, user_id, question, question_normalized, entities,
-        result_count, subject_count, latency_ms, composer, signals_settled, signals_sent_at)
+        result_count, subject_count, latency_ms, composer)
     VALUES (%(id)s, %(asked_at)s, %(user_id)s, %(question)s, %(normalized)s, %(entities)s, %(result_count)s,
-        %(subject_count)s, %(latency_ms)s, %(composer)s, %(settled)s, %(asked_at)s)
+        %(subject_count)s, %(latency_ms)s, %(composer)s)
     RETURNING id
 ), returned AS (
     INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank)
@@ -392,7 +399,7 @@ def answer_record_create(
     composer: str,
     asked_at: datetime | None = None,
 ) -> AnswerRecord:
-    """Record one answer (one statement); an answer that returned nothing has no signals, so it is settled."""
+    """Record one answer (one statement, never updated after)."""
     record = AnswerRecord(
         asked_at=asked_at or timezone.now(),
         user_id=user_id,
@@ -412,9 +419,7 @@ def answer_record_create(
         subject_count=sum(hit.role == ROLE_SUBJECT for hit in hits),
         latency_ms=latency_ms,
         composer=composer,
-        signals_settled=not hits,
     )
-    record.signals_sent_at = record.asked_at
     with connection.cursor() as cursor:
         cursor.execute(
             _RECORD_INSERT_SQL,
@@ -429,7 +434,6 @@ def answer_record_create(
                 "subject_count": record.subject_count,
                 "latency_ms": latency_ms,
                 "composer": composer,
-                "settled": record.signals_settled,
                 "entity_ids": pg_array_literal([str(hit.id) for hit in hits]),
                 "roles": pg_array_literal([hit.role for hit in hits]),
                 "ranks": pg_array_literal([str(hit.rank) for hit in hits]),
@@ -466,23 +470,19 @@ def answer_signals_publish(*, record: AnswerRecord) -> PublishOutcome:
     return query_signals_publish(signals=answer_record_signals(record))
 
 
-# The common case in one statement: settle the records of a chunk whose every signal the inbox holds; return
-# their ids. The others (a signal missing) go through the per-record path (re-send or give up).
-_SETTLE_COUNTED_SQL = f"""
-WITH sent AS (
-    SELECT * FROM unnest(%(records)s::uuid[], %(events)s::uuid[]) AS sent(record_id, event_id)
-), missing AS (
-    SELECT DISTINCT record_id FROM sent WHERE NOT {inbox_contains_sql(event_id="sent.event_id")}
-)
-UPDATE entities_answerrecord AS record SET signals_settled = true
-WHERE record.id = ANY(%(chunk)s::uuid[]) AND record.id NOT IN (SELECT record_id FROM missing)
-RETURNING record.id
-"""  # noqa: S608 - built from constants only
+# The watermark only moves forward: two workers' chores may pass the same pages at once.
+_MARK_ADVANCE_SQL = """
+INSERT INTO entities_answerreconcilemark AS mark (id, asked_at, answer_id) VALUES (1, %s, %s)
+ON CONFLICT (id) DO UPDATE SET asked_at = EXCLUDED.asked_at, answer_id = EXCLUDED.answer_id
+WHERE (mark.asked_at, mark.answer_id) < (EXCLUDED.asked_at, EXCLUDED.answer_id)
+"""
+
+_RECORD_FIELDS = ("id", "asked_at", "user_id", "question", "entities")
 
 
 @dataclass
 class ReconcileOutcome:
-    """What one reconciliation did: records checked and settled, signals re-sent, held back, given up."""
+    """What one reconciliation did: answers checked and settled, signals re-sent, held back, given up."""
 
     checked: int = 0
     settled: int = 0
@@ -494,54 +494,26 @@ class ReconcileOutcome:
 def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000) -> ReconcileOutcome:
     """Re-send the signals of answers still not counted ANSWER_RECONCILE_AFTER_SECONDS after they were sent.
 
-    For up to `limit` unsettled records last sent before the bound: a record whose every event id is in
-    the inbox is marked settled; the missing signals of the others are published again with the same
-    event ids (so the inbox counts each at most once) and the record's send time moves to `now`, so it is
-    checked again one bound later. Gives up (settles, logs) on signals of entities that no longer exist
-    and on records older than INBOX_RETENTION_DAYS, whose counted ids the inbox may have forgotten.
-    While the outbox holds events (Redis was unreachable) nothing is re-sent: the missing signals may be
-    waiting there, and re-sending each minute of an outage would pile copies into the outbox.
+    Two set-based passes over up to `limit` answers, in pages. First the pending answers (AnswerSignalsPending)
+    re-sent before the bound; then the answers past the watermark (AnswerReconcileMark) asked before the bound,
+    in (asked_at, id) order: an answer whose every event id is in the inbox is settled by the watermark moving
+    past it, with nothing written for it; the missing signals of the others are published again with the same
+    event ids (so the inbox counts each at most once) and the answer is pending, checked again one bound
+    later. Gives up (settles, logs) on signals of entities that no longer exist and of answers older than
+    INBOX_RETENTION_DAYS, whose counted ids the inbox may have forgotten. While the outbox holds events
+    (Redis was unreachable) nothing is re-sent: the missing signals may be waiting there, and re-sending each
+    minute of an outage would pile copies into the outbox; such answers stay pending, due at once.
+
+    The watermark trusts that an answer's record commits within the bound after its asked_at (it is one
+    INSERT right after the answer), so no answer appears behind it later.
     """
     now = now or timezone.now()
     bound = now - timedelta(seconds=settings.ANSWER_RECONCILE_AFTER_SECONDS)
-    inbox_horizon = now - timedelta(days=settings.INBOX_RETENTION_DAYS)
     outcome = ReconcileOutcome()
     hold = outbox_waiting()
-    due = AnswerRecord.objects.filter(signals_settled=False, signals_sent_at__lt=bound).order_by(
-        "signals_sent_at", "id"
-    )
-    after = Q()
-    while outcome.checked < limit:
-        # Keyset pagination: held-back records keep their send time, so they must not come round again.
-        page = list(
-            due.filter(after).values_list("id", "signals_sent_at", "entities")[
-                : min(RECONCILE_CHUNK, limit - outcome.checked)
-            ]
-        )
-        if not page:
-            break
-        last_id, last_sent, _entities = page[-1]
-        after = Q(signals_sent_at__gt=last_sent) | Q(signals_sent_at=last_sent, id__gt=last_id)
-        outcome.checked += len(page)
-        counted = _records_settle_counted(page)
-        outcome.settled += len(counted)
-        missing = AnswerRecord.objects.filter(id__in=[row[0] for row in page if row[0] not in counted]).only(
-            "id", "asked_at", "user_id", "question", "entities", "signals_sent_at"
-        )
-        settled, resend_records, resend = _reconcile_chunk(
-            list(missing) if len(counted) < len(page) else [], inbox_horizon=inbox_horizon, outcome=outcome
-        )
-        if resend and hold:
-            outcome.held += len(resend)
-        elif resend:
-            query_signals_publish(signals=resend)
-            outcome.resent += len(resend)
-            AnswerRecord.objects.filter(id__in=resend_records).update(signals_sent_at=now)
-        if settled:
-            AnswerRecord.objects.filter(id__in=settled).update(signals_settled=True)
-            outcome.settled += len(settled)
-        if len(page) < RECONCILE_CHUNK:
-            break
+    check = _ReconcileCheck(now=now, hold=hold, outcome=outcome)
+    _pending_reconcile(check=check, bound=bound, limit=limit)
+    _new_answers_reconcile(check=check, bound=bound, limit=limit)
     if outcome.given_up:
         logger.warning(
             "answer reconciliation gave up on %d signals (entity gone or past inbox retention)", outcome.given_up
@@ -557,51 +529,109 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
     return outcome
 
 
-def _records_settle_counted(page: Sequence[tuple[uuid.UUID, datetime, list[dict]]]) -> set[uuid.UUID]:
-    """Settle the records of `page` ((id, signals_sent_at, entities) rows) whose every signal is counted, in one
-    statement; return their ids. The path nearly every answer takes, so the event ids are derived as text
-    (`answer_signal_event_id_hex`), without building signals or UUID objects.
-    """
-    record_ids, event_ids = [], []
-    for record_id, _sent, entities in page:
-        namespace = record_id.bytes
-        for item in entities:
-            record_ids.append(record_id.hex)
-            event_ids.append(answer_signal_event_id_hex(answer_id=namespace, entity_id=item["id"]))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SETTLE_COUNTED_SQL,
-            {
-                "records": "{" + ",".join(record_ids) + "}",
-                "events": "{" + ",".join(event_ids) + "}",
-                "chunk": "{" + ",".join(row[0].hex for row in page) + "}",
-            },
+@dataclass
+class _ReconcileCheck:
+    now: datetime
+    hold: bool
+    outcome: ReconcileOutcome
+
+    def missing(self, records: Sequence[AnswerRecord]) -> list[uuid.UUID]:
+        """Re-send (unless held) the alive missing signals of `records`; return the ids of those left pending."""
+        inbox_horizon = self.now - timedelta(days=settings.INBOX_RETENTION_DAYS)
+        pending, resend = _reconcile_chunk(records, inbox_horizon=inbox_horizon, outcome=self.outcome)
+        if resend and self.hold:
+            self.outcome.held += len(resend)
+        elif resend:
+            query_signals_publish(signals=resend)
+            self.outcome.resent += len(resend)
+        return pending
+
+
+def _pending_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -> None:
+    """Check the pending answers re-sent (or held) before the bound, in keyset pages."""
+    outcome = check.outcome
+    due = AnswerSignalsPending.objects.filter(signals_sent_at__lt=bound).order_by("signals_sent_at", "answer_id")
+    after = Q()
+    while outcome.checked < limit:
+        page = list(
+            due.filter(after).values_list("answer_id", "signals_sent_at")[
+                : min(RECONCILE_CHUNK, limit - outcome.checked)
+            ]
         )
-        return {row[0] for row in cursor.fetchall()}
+        if not page:
+            return
+        # Held answers keep their send time, so the keyset, not the filter, keeps them from coming round again.
+        last_id, last_sent = page[-1]
+        after = Q(signals_sent_at__gt=last_sent) | Q(signals_sent_at=last_sent, answer_id__gt=last_id)
+        ids = [answer_id for answer_id, _sent in page]
+        records = list(AnswerRecord.objects.filter(id__in=ids).only(*_RECORD_FIELDS))
+        outcome.checked += len(page)
+        missing = answers_missing_signals([(record.id, record.entities) for record in records])
+        pending = check.missing([record for record in records if record.id in missing])
+        done = set(ids) - set(pending)  # counted, given up, or the record was pruned
+        with transaction.atomic():
+            AnswerSignalsPending.objects.filter(answer_id__in=done).delete()
+            if not check.hold:
+                AnswerSignalsPending.objects.filter(answer_id__in=pending).update(signals_sent_at=check.now)
+        outcome.settled += len(done)
+        if len(page) < RECONCILE_CHUNK:
+            return
+
+
+def _new_answers_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -> None:
+    """Check the answers past the watermark asked before the bound, in (asked_at, id) pages; advance it."""
+    outcome = check.outcome
+    due = answers_past_watermark().filter(asked_at__lt=bound)
+    after = Q()
+    while outcome.checked < limit:
+        page = list(
+            due.filter(after).values_list("id", "asked_at", "entities")[: min(RECONCILE_CHUNK, limit - outcome.checked)]
+        )
+        if not page:
+            return
+        last_id, last_asked, _entities = page[-1]
+        after = Q(asked_at__gt=last_asked) | Q(asked_at=last_asked, id__gt=last_id)
+        outcome.checked += len(page)
+        missing = answers_missing_signals([(record_id, entities) for record_id, _asked, entities in page])
+        records = list(AnswerRecord.objects.filter(id__in=missing).only(*_RECORD_FIELDS)) if missing else []
+        pending = check.missing(records)
+        # Held answers are due at once (their asked_at is before the bound); re-sent ones one bound from now.
+        sent_at = {record.id: record.asked_at if check.hold else check.now for record in records}
+        with transaction.atomic():
+            AnswerSignalsPending.objects.bulk_create(
+                [
+                    AnswerSignalsPending(answer_id=answer_id, signals_sent_at=sent_at[answer_id])
+                    for answer_id in pending
+                ],
+                ignore_conflicts=True,
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(_MARK_ADVANCE_SQL, [last_asked, last_id])
+        outcome.settled += len(page) - len(pending)
+        if len(page) < RECONCILE_CHUNK:
+            return
 
 
 def _reconcile_chunk(
     records: Sequence[AnswerRecord], *, inbox_horizon: datetime, outcome: ReconcileOutcome
-) -> tuple[list[uuid.UUID], list[uuid.UUID], list[QuerySignal]]:
+) -> tuple[list[uuid.UUID], list[QuerySignal]]:
+    """Of `records`, the ids with alive signals to re-send, and those signals; counts what is given up on."""
     signals = {record.id: answer_record_signals(record) for record in records}
     counted = inbox_counted(event_ids=[signal.event_id for items in signals.values() for signal in items])
     missing = {record_id: [s for s in items if s.event_id not in counted] for record_id, items in signals.items()}
     missing_entities = {signal.entity_id for items in missing.values() for signal in items}
     existing = set(Entity.objects.filter(id__in=missing_entities).values_list("id", flat=True))
-    settled, resend_records, resend = [], [], []
+    resend_records, resend = [], []
     for record in records:
         if record.asked_at < inbox_horizon:
             outcome.given_up += len(missing[record.id])
-            settled.append(record.id)
             continue
         alive = [signal for signal in missing[record.id] if signal.entity_id in existing]
         outcome.given_up += len(missing[record.id]) - len(alive)
         if alive:
             resend_records.append(record.id)
             resend.extend(alive)
-        else:
-            settled.append(record.id)
-    return settled, resend_records, resend
+    return resend_records, resend
 
 
 def answer_records_prune(*, now: datetime | None = None, keep_from: datetime | None = None) -> int:
@@ -677,8 +707,6 @@ def past_answers_record(*, answers: Sequence[PastAnswer], composer: str = "extra
                 subject_count=len(entities),
                 latency_ms=0.0,
                 composer=composer,
-                signals_settled=True,
-                signals_sent_at=answer.asked_at,
             )
         )
     with transaction.atomic():

@@ -22,6 +22,7 @@ from analytics.selectors import (
 )
 from entities.models import AnswerRecord, Entity, EntityDemand
 from entities.questions import question_normalize
+from entities.services import answer_signals_reconcile
 from streams.models import ProcessedEvent
 
 NOW = datetime(2026, 11, 20, 14, 37, tzinfo=UTC)
@@ -76,7 +77,8 @@ def test_seed_demo_loads_a_past_every_report_shows_and_a_second_run_adds_nothing
     assert score == counted == DemandBucket.objects.aggregate(total=Sum("count"))["total"]
     answers = AnswerRecord.objects.count()
     assert answers == counted + GAP_ANSWERS
-    assert not AnswerRecord.objects.filter(signals_settled=False).exists()
+    reconciled = answer_signals_reconcile(limit=answers)
+    assert (reconciled.checked, reconciled.resent, reconciled.settled) == (answers, 0, answers)  # all counted
     top = questions_top(timeframe="30d", limit=3)
     assert top and questions_gaps(timeframe="30d", limit=3)
     assert all(question["users"] > 1 for question in top)  # asked by several demo askers

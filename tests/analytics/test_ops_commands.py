@@ -20,8 +20,9 @@ from analytics.models import AlertDelivery, AlertRule, DemandBucket
 from analytics.selectors import refresh_queue
 from analytics.services import refresh_claim_key
 from entities.models import AnswerRecord, Entity, EntityDemand, RefreshRequest
+from entities.questions import answer_signal_event_id
 from entities.retrieval import SearchHit
-from entities.services import answer_record_create
+from entities.services import PastAnswer, answer_record_create, answer_signals_reconcile, past_answers_record
 from streams.models import ProcessedEvent
 from tests.entities.factories import EntityFactory
 from tests.streams.pipeline import command_run as run
@@ -144,16 +145,27 @@ def test_request_stale_updates_rejects_bad_options(stale_state):
 
 
 def _demand_state() -> dict[str, Entity]:
-    """Counters that agree with buckets, as the worker leaves them."""
+    """Counters that agree with buckets and buckets with the answers, as the worker and reconciliation leave them."""
     now = timezone.now()
     entities = {"x": EntityFactory(name="x"), "y": EntityFactory(name="y"), "never": EntityFactory(name="never")}
-    hours = [hour_floor(now - timedelta(hours=h)) for h in (1, 30, 24 * 20)]
-    demand_buckets_add(counts={(entities["x"].pk, hours[0]): 3, (entities["x"].pk, hours[2]): 2})
-    demand_buckets_add(counts={(entities["y"].pk, hours[1]): 4})
+    hours = [hour_floor(now - timedelta(hours=h)) for h in (3, 30, 24 * 20)]
+    counts = {(entities["x"].pk, hours[0]): 3, (entities["x"].pk, hours[2]): 2, (entities["y"].pk, hours[1]): 4}
+    demand_buckets_add(counts=counts)
     for key, total, first in (("x", 5, hours[2]), ("y", 4, hours[1])):
         EntityDemand.objects.filter(pk=entities[key].pk).update(
             query_count=total, demand_score=total, first_queried_at=first, last_queried_at=now
         )
+    # The answers those buckets counted: one subject each, their signals in the inbox, reconciled.
+    answers = [
+        PastAnswer(id=uuid.uuid4(), asked_at=hour + timedelta(minutes=n), question="q", entity_id=entity_id)
+        for (entity_id, hour), count in counts.items()
+        for n in range(count)
+    ]
+    past_answers_record(answers=answers)
+    ProcessedEvent.objects.bulk_create(
+        [ProcessedEvent(event_id=answer_signal_event_id(answer_id=a.id, entity_id=a.entity_id)) for a in answers]
+    )
+    assert answer_signals_reconcile().resent == 0
     return entities
 
 
@@ -164,9 +176,10 @@ def test_recompute_demand_check_passes_on_a_consistent_state():
         "Demand audit: 0 entities differ from their buckets; 3 entities checked, 0 skipped (first queried before "
         + output.split("first queried before ")[1]
     )
-    assert output.endswith(
+    assert (
         "Answer audit: 0 answers with signals not seen counted 120 s after they were sent (run reconcile_answers).\n"
-    )
+        "Answer records audit: 0 entities' buckets differ from the answers of the same hours; 2 entities checked"
+    ) in output
 
 
 def test_recompute_demand_check_fails_on_answers_reconciliation_left_behind():
@@ -181,6 +194,31 @@ def test_recompute_demand_check_fails_on_answers_reconciliation_left_behind():
         call_command("recompute_demand", "--check", stdout=out)
     assert exited.value.code == 1
     assert "Answer audit: 1 answers with signals not seen counted 120 s" in out.getvalue()
+
+
+def test_recompute_demand_check_fails_on_buckets_that_differ_from_the_answers_of_their_hours():
+    entities = _demand_state()
+    x, y = entities["x"], entities["y"]
+    hour = hour_floor(timezone.now() - timedelta(hours=3))
+    # A lost count (x's bucket one short of its answers) and a count with no answer behind it (y, an hour with
+    # none of its answers), each with the counters moved alike, so only the answer audit can see them.
+    DemandBucket.objects.filter(entity_id=x.pk, hour=hour).update(count=F("count") - 1, returned=F("returned") - 1)
+    demand_buckets_add(counts={(y.pk, hour): 1})
+    EntityDemand.objects.filter(pk=x.pk).update(query_count=4, demand_score=4)
+    EntityDemand.objects.filter(pk=y.pk).update(query_count=5, demand_score=5)
+    out = StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("recompute_demand", "--check", stdout=out)
+    assert exited.value.code == 1
+    report = out.getvalue()
+    assert "Demand audit: 0 entities differ from their buckets" in report
+    # Summed over the audited hours: x 5 answers, 4 counted; y 4 answers, 5 counted.
+    assert f"{x.pk} 'x': answers 5 returned / 5 as subject, buckets 4 returned / 4 as subject" in report
+    assert f"{y.pk} 'y': answers 4 returned / 4 as subject, buckets 5 returned / 5 as subject" in report
+    assert (
+        "Answer records audit: 2 entities' buckets differ from the answers of the same hours; 2 entities checked"
+        in report
+    )
 
 
 def test_recompute_demand_finds_and_repairs_drift():

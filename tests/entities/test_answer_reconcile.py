@@ -14,8 +14,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
+from analytics.selectors import demand_answers_audit
 from entities import services as entity_services
-from entities.models import AnswerRecord, Entity, EntityDemand
+from entities.models import AnswerRecord, AnswerSignalsPending, Entity, EntityDemand
+from entities.selectors import answers_past_watermark, answers_unsettled
 from entities.services import answer_signals_reconcile
 from mandate_wizard.devservers import EmbeddedRedis
 from streams.handlers import chores
@@ -61,6 +63,7 @@ def test_signals_lost_by_an_empty_redis_restart_are_resent_and_counted_exactly_o
     worker_drain(worker)  # the group exists before the answers
     ask_all(user_client, QUESTIONS * 3)
     lost = redis_client().xlen(QS)
+    lost_answers = AnswerRecord.objects.filter(result_count__gt=0).count()
     assert lost > 0
     # Redis restarts empty (no persistence) after accepting the entries and before the worker read them.
     private_redis.kill()
@@ -73,17 +76,24 @@ def test_signals_lost_by_an_empty_redis_restart_are_resent_and_counted_exactly_o
     assert answer_signals_reconcile().checked == 0  # nothing is older than the bound yet
     first = answer_signals_reconcile(now=later())
     assert first.resent == lost
-    assert first.checked == AnswerRecord.objects.filter(result_count__gt=0).count()
+    assert first.checked == AnswerRecord.objects.count()  # the watermark passed every answer
+    assert first.settled == first.checked - lost_answers  # counted (or empty): nothing written for them
     worker_drain(worker)
     assert counts_actual() == expected
     assert ProcessedEvent.objects.count() == sum(expected.values())
 
+    assert AnswerSignalsPending.objects.count() == lost_answers  # only the answers with a lost signal
     second = answer_signals_reconcile(now=later(2 * settings.ANSWER_RECONCILE_AFTER_SECONDS + 1))
     assert (second.resent, second.given_up) == (0, 0)
-    assert not AnswerRecord.objects.filter(signals_settled=False).exists()
+    assert answers_past_watermark().filter(asked_at__lt=later()).count() == 0
+    assert answers_unsettled(before=later(10_000)) == 0
     assert answer_signals_reconcile(now=later(10_000)).checked == 0
     worker_drain(worker)
     assert counts_actual() == expected
+    # The buckets agree with the records per entity, related entities (buckets' `returned`) included, once
+    # the answers' hour is closed and audited.
+    audit = demand_answers_audit(now=timezone.now() + timedelta(hours=2))
+    assert audit.checked == len(expected) and audit.differences == []
 
 
 def test_resent_signals_are_not_resent_again_before_the_bound_passes_once_more(db, user_client, redis_client):
@@ -123,7 +133,7 @@ def test_reconcile_gives_up_on_deleted_entities_and_records_past_the_inbox_reten
 
     ask_all(user_client, ["Who is Chris?"])
     redis_client.delete(QS)
-    old = AnswerRecord.objects.get(signals_settled=False)
+    old = AnswerRecord.objects.latest("asked_at")
     assert old.result_count > 0
     outcome = answer_signals_reconcile(now=timezone.now() + timedelta(days=settings.INBOX_RETENTION_DAYS, seconds=1))
     assert (outcome.resent, outcome.given_up, outcome.settled) == (0, old.result_count, 1)

@@ -102,7 +102,7 @@ FROM (
     FROM generate_series(1, %(answers)s) AS n
 ) AS raw;
 INSERT INTO entities_answerrecord (id, asked_at, user_id, question, question_normalized, entities,
-    result_count, subject_count, latency_ms, composer, signals_settled, signals_sent_at)
+    result_count, subject_count, latency_ms, composer)
 SELECT a.id, a.at, a.user_id, 'Who is bench person ' || a.q || '?', 'who is bench person ' || a.q,
        coalesce((
            SELECT jsonb_agg(jsonb_build_object('id', r.entity_id, 'entity_type', e.entity_type,
@@ -111,7 +111,7 @@ SELECT a.id, a.at, a.user_id, 'Who is bench person ' || a.q || '?', 'who is benc
            JOIN bench_rank AS r ON r.rank = 1 + (a.q + k - 1) %% %(entities)s
            JOIN entities_entity AS e ON e.id = r.entity_id
        ), '[]'::jsonb),
-       a.returned, least(a.returned, 1), 12.5, 'extractive', true, a.at
+       a.returned, least(a.returned, 1), 12.5, 'extractive'
 FROM bench_answer AS a ORDER BY a.at;
 INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank)
 SELECT a.id, r.entity_id, a.at, 'who is bench person ' || a.q, CASE WHEN k = 1 THEN 'subject' ELSE 'related' END, k

@@ -34,8 +34,9 @@ from django.db.models import F, Sum
 
 from analytics.demand import demand_windows_roll
 from analytics.models import DemandBucket
-from entities.models import AnswerRecord, Entity, EntityDemand
+from entities.models import AnswerReconcileMark, AnswerRecord, AnswerSignalsPending, Entity, EntityDemand
 from entities.questions import answer_signal_event_id
+from entities.selectors import answers_past_watermark
 from entities.services import answer_signals_reconcile, demo_entities_seed
 from kernel.databases import throwaway_database
 from streams.events import QuerySignal, event_parse
@@ -252,7 +253,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _records_create(answers: list[BenchAnswer]) -> None:
-        """The answers' records, unsettled and sent when asked (so the reconciliation finds them due)."""
+        """The answers' records, asked in the past (so the reconciliation finds them due)."""
         records = [
             AnswerRecord(
                 id=answer.id,
@@ -267,7 +268,6 @@ class Command(BaseCommand):
                 subject_count=len(answer.signals),
                 latency_ms=1.0,
                 composer="bench",
-                signals_sent_at=answer.signals[0].timestamp,
             )
             for answer in answers
         ]
@@ -310,7 +310,8 @@ class Command(BaseCommand):
             rates[mode].append(published / seconds)
             entries += published
             if mode == "on":
-                unsettled = AnswerRecord.objects.filter(signals_settled=False).count()
+                # The chore passed every answer (its watermark is past the newest) and left none pending.
+                unsettled = answers_past_watermark().count() + AnswerSignalsPending.objects.count()
                 # Ever added to the stream (the worker trims it), against what the benchmark published.
                 added = sum(
                     client.xinfo_stream(key)["entries-added"] for key in stream_keys(settings.STREAM_QUERY_SIGNALS)
@@ -326,7 +327,7 @@ class Command(BaseCommand):
             f"and after): {', '.join(f'{rate:,.0f}' for rate in rates['off'])} events/s; on/off {on / off:.2f} "
             f"(target >= 0.90); totals exact"
         )
-        AnswerRecord.objects.update(signals_settled=False)
+        AnswerReconcileMark.objects.all().delete()  # every answer due again
         started = time.perf_counter()
         outcome = answer_signals_reconcile(limit=records)
         seconds = time.perf_counter() - started

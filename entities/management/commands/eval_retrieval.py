@@ -405,7 +405,7 @@ class Command(BaseCommand):
 
     def _reconcile_cost(self, *, user_id: int) -> None:
         """Time the steady-state reconciliation: records whose signals the worker counted, checked and settled."""
-        records = AnswerRecord.objects.filter(user_id=user_id, signals_settled=False)
+        records = AnswerRecord.objects.filter(user_id=user_id)
         event_ids = {
             signal.event_id
             for record in records.only("id", "asked_at", "question", "entities")
