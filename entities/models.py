@@ -293,11 +293,13 @@ class AnswerRecord(models.Model):
 
 
 class AnswerRecordEntity(models.Model):
-    """One entity an answer returned, with the answer's time and normalized question copied in.
+    """One entity an answer returned, with the answer's time and normalized question copied in, and the event
+    id of the QuerySignal the answer sent for it (entities.questions.answer_signal_event_id).
 
     Written with its AnswerRecord in one statement and pruned with it by asked_at. No foreign keys: the
     prune deletes in set-based chunks, and a deleted entity leaves its answers' history intact.
-    The index serves an entity's top questions from the index alone.
+    The indexes serve an entity's top questions, and reconciliation's check of the answers in (asked_at,
+    answer id) order against the inbox, from the index alone.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -307,11 +309,14 @@ class AnswerRecordEntity(models.Model):
     question_normalized = models.TextField()
     role = models.CharField(max_length=16)
     rank = models.PositiveSmallIntegerField()
+    # Null on rows written before entities 0014 (and by the release before during its deploy):
+    # reconciliation checks those by deriving the ids in Python.
+    event_id = models.UUIDField(null=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["entity_id", "asked_at"], include=["question_normalized"], name="answer_entity_asked"),
-            models.Index(fields=["asked_at"], name="answer_entity_asked_at"),
+            models.Index(fields=["asked_at", "answer_id"], include=["event_id"], name="answer_entity_asked_event"),
         ]
 
     def __str__(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 import uuid
@@ -30,13 +29,3 @@ def answer_signal_event_id(*, answer_id: uuid.UUID, entity_id: uuid.UUID) -> uui
     the worker's inbox counts it at most once (docs/events.md).
     """
     return uuid.uuid5(answer_id, str(entity_id))
-
-
-def answer_signal_event_id_hex(*, answer_id: bytes, entity_id: str) -> str:
-    """`answer_signal_event_id` as 32 hex digits, from the answer id's 16 bytes and the entity id's canonical
-    text (`str(uuid)`, as the record stores it): what uuid.uuid5 computes, without UUID objects, for the
-    reconciliation's bulk path (tests hold the two equal)."""
-    digest = bytearray(hashlib.sha1(answer_id + entity_id.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return digest.hex()

@@ -28,7 +28,7 @@ from entities.models import (
 )
 from entities.questions import answer_signal_event_id, question_normalize
 from entities.retrieval import SearchHit
-from entities.selectors import answers_missing_signals, answers_past_watermark
+from entities.selectors import answer_reconcile_mark, answers_missing_signals, answers_page_missing
 from kernel.databases import pg_array_literal
 from kernel.iterables import batched
 from streams.events import ROLE_SUBJECT, QuerySignal, UpdateRequest
@@ -369,7 +369,7 @@ def update_request_batch_apply(events: Sequence[UpdateRequest], prepared: object
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_CHUNK = 2000
+RECONCILE_CHUNK = 10_000  # answers' entity rows (signals) per page
 PRUNE_CHUNK = 10_000
 
 
@@ -382,9 +382,11 @@ WITH record AS (
         %(subject_count)s, %(latency_ms)s, %(composer)s)
     RETURNING id
 ), returned AS (
-    INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank)
-    SELECT %(id)s, e.entity_id, %(asked_at)s, %(normalized)s, e.role, e.rank
-    FROM unnest(%(entity_ids)s::uuid[], %(roles)s::text[], %(ranks)s::int[]) AS e(entity_id, role, rank)
+    INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank,
+        event_id)
+    SELECT %(id)s, e.entity_id, %(asked_at)s, %(normalized)s, e.role, e.rank, e.event_id
+    FROM unnest(%(entity_ids)s::uuid[], %(roles)s::text[], %(ranks)s::int[], %(event_ids)s::uuid[])
+        AS e(entity_id, role, rank, event_id)
 )
 SELECT count(*) FROM record
 """
@@ -437,6 +439,9 @@ def answer_record_create(
                 "entity_ids": pg_array_literal([str(hit.id) for hit in hits]),
                 "roles": pg_array_literal([hit.role for hit in hits]),
                 "ranks": pg_array_literal([str(hit.rank) for hit in hits]),
+                "event_ids": pg_array_literal(
+                    [str(answer_signal_event_id(answer_id=record.id, entity_id=hit.id)) for hit in hits]
+                ),
             },
         )
     record._state.adding = False  # saved: the INSERT above is its save()
@@ -496,13 +501,15 @@ def answer_signals_reconcile(*, now: datetime | None = None, limit: int = 10_000
 
     Two set-based passes over up to `limit` answers, in pages. First the pending answers (AnswerSignalsPending)
     re-sent before the bound; then the answers past the watermark (AnswerReconcileMark) asked before the bound,
-    in (asked_at, id) order: an answer whose every event id is in the inbox is settled by the watermark moving
-    past it, with nothing written for it; the missing signals of the others are published again with the same
-    event ids (so the inbox counts each at most once) and the answer is pending, checked again one bound
-    later. Gives up (settles, logs) on signals of entities that no longer exist and of answers older than
-    INBOX_RETENTION_DAYS, whose counted ids the inbox may have forgotten. While the outbox holds events
-    (Redis was unreachable) nothing is re-sent: the missing signals may be waiting there, and re-sending each
-    minute of an outage would pile copies into the outbox; such answers stay pending, due at once.
+    in (asked_at, id) order, checked in SQL alone against the event ids their entity rows keep (answers that
+    returned nothing sent nothing and are not counted as checked): an answer whose every event id is in the
+    inbox is settled by the watermark moving past it, with nothing written for it; the missing signals of the
+    others are published again with the same event ids (so the inbox counts each at most once) and the answer
+    is pending, checked again one bound later. Gives up (settles, logs) on signals of entities that no longer
+    exist and of answers older than INBOX_RETENTION_DAYS, whose counted ids the inbox may have forgotten.
+    While the outbox holds events (Redis was unreachable) nothing is re-sent: the missing signals may be
+    waiting there, and re-sending each minute of an outage would pile copies into the outbox; such answers
+    stay pending, due at once.
 
     The watermark trusts that an answer's record commits within the bound after its asked_at (it is one
     INSERT right after the answer), so no answer appears behind it later.
@@ -566,7 +573,7 @@ def _pending_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -
         ids = [answer_id for answer_id, _sent in page]
         records = list(AnswerRecord.objects.filter(id__in=ids).only(*_RECORD_FIELDS))
         outcome.checked += len(page)
-        missing = answers_missing_signals([(record.id, record.entities) for record in records])
+        missing = answers_missing_signals([(record.id, record.asked_at) for record in records])
         pending = check.missing([record for record in records if record.id in missing])
         done = set(ids) - set(pending)  # counted, given up, or the record was pruned
         with transaction.atomic():
@@ -581,19 +588,14 @@ def _pending_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -
 def _new_answers_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: int) -> None:
     """Check the answers past the watermark asked before the bound, in (asked_at, id) pages; advance it."""
     outcome = check.outcome
-    due = answers_past_watermark().filter(asked_at__lt=bound)
-    after = Q()
+    after = answer_reconcile_mark()
     while outcome.checked < limit:
-        page = list(
-            due.filter(after).values_list("id", "asked_at", "entities")[: min(RECONCILE_CHUNK, limit - outcome.checked)]
-        )
-        if not page:
+        rows = min(RECONCILE_CHUNK, limit - outcome.checked)  # a page holds at most as many answers as rows
+        page = answers_page_missing(after=after, before=bound, rows=rows)
+        if page is None:
             return
-        last_id, last_asked, _entities = page[-1]
-        after = Q(asked_at__gt=last_asked) | Q(asked_at=last_asked, id__gt=last_id)
-        outcome.checked += len(page)
-        missing = answers_missing_signals([(record_id, entities) for record_id, _asked, entities in page])
-        records = list(AnswerRecord.objects.filter(id__in=missing).only(*_RECORD_FIELDS)) if missing else []
+        outcome.checked += page.answers
+        records = list(AnswerRecord.objects.filter(id__in=page.missing).only(*_RECORD_FIELDS)) if page.missing else []
         pending = check.missing(records)
         # Held answers are due at once (their asked_at is before the bound); re-sent ones one bound from now.
         sent_at = {record.id: record.asked_at if check.hold else check.now for record in records}
@@ -606,10 +608,11 @@ def _new_answers_reconcile(*, check: _ReconcileCheck, bound: datetime, limit: in
                 ignore_conflicts=True,
             )
             with connection.cursor() as cursor:
-                cursor.execute(_MARK_ADVANCE_SQL, [last_asked, last_id])
-        outcome.settled += len(page) - len(pending)
-        if len(page) < RECONCILE_CHUNK:
+                cursor.execute(_MARK_ADVANCE_SQL, list(page.last))
+        outcome.settled += page.answers - len(pending)
+        if page.rows < rows:
             return
+        after = page.last
 
 
 def _reconcile_chunk(
@@ -693,6 +696,7 @@ def past_answers_record(*, answers: Sequence[PastAnswer], composer: str = "extra
                     question_normalized=question_normalize(answer.question),
                     role=ROLE_SUBJECT,
                     rank=1,
+                    event_id=answer_signal_event_id(answer_id=answer.id, entity_id=answer.entity_id),
                 )
             )
         records.append(

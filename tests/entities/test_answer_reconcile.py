@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from analytics.selectors import demand_answers_audit
 from entities import services as entity_services
-from entities.models import AnswerRecord, AnswerSignalsPending, Entity, EntityDemand
+from entities.models import AnswerRecord, AnswerRecordEntity, AnswerSignalsPending, Entity, EntityDemand
 from entities.selectors import answers_past_watermark, answers_unsettled
 from entities.services import answer_signals_reconcile
 from mandate_wizard.devservers import EmbeddedRedis
@@ -76,8 +76,10 @@ def test_signals_lost_by_an_empty_redis_restart_are_resent_and_counted_exactly_o
     assert answer_signals_reconcile().checked == 0  # nothing is older than the bound yet
     first = answer_signals_reconcile(now=later())
     assert first.resent == lost
-    assert first.checked == AnswerRecord.objects.count()  # the watermark passed every answer
-    assert first.settled == first.checked - lost_answers  # counted (or empty): nothing written for them
+    # The watermark passed every answer; those that returned nothing sent nothing to check.
+    assert first.checked == AnswerRecord.objects.filter(result_count__gt=0).count()
+    assert AnswerRecord.objects.filter(result_count=0).exists()
+    assert first.settled == first.checked - lost_answers  # counted: nothing written for them
     worker_drain(worker)
     assert counts_actual() == expected
     assert ProcessedEvent.objects.count() == sum(expected.values())
@@ -122,6 +124,24 @@ def test_nothing_is_resent_while_the_outbox_holds_events(db, user_client, redis_
     assert (resent.checked, resent.resent) == (3, returned)
 
 
+def test_rows_without_a_stored_event_id_are_checked_by_the_derived_ids(db, user_client, redis_client):
+    """Rows written before entities 0014, or by the release before during its deploy, have no event id:
+    counted ones settle without a re-send, lost ones are re-sent."""
+    catalog_create()
+    worker = StreamWorker(consumer="reconcile-test", batch_size=100, block_ms=10)
+    worker_drain(worker)
+    ask_all(user_client, QUESTIONS[:1])
+    worker_drain(worker)  # counted
+    ask_all(user_client, QUESTIONS[3:4])
+    redis_client.delete(QS)  # lost
+    lost = AnswerRecord.objects.latest("asked_at").result_count
+    assert AnswerRecordEntity.objects.update(event_id=None) > lost > 0
+    outcome = answer_signals_reconcile(now=later())
+    assert (outcome.checked, outcome.settled, outcome.resent) == (2, 1, lost)
+    worker_drain(worker)
+    assert counts_actual() == counts_expected()
+
+
 def test_reconcile_gives_up_on_deleted_entities_and_records_past_the_inbox_retention(db, user_client, redis_client):
     catalog_create()
     ask_all(user_client, ["Who is Chris Mansolillo?"])
@@ -162,6 +182,7 @@ def test_entities_registers_reconciliation_as_a_worker_chore_at_half_the_bound(s
     (chore,) = [chore for chore in chores() if chore.name == "answer_signals_reconcile"]
     assert chore.run is entity_services.answer_signals_reconcile
     assert chore.interval == settings.ANSWER_RECONCILE_AFTER_SECONDS / 2
+    assert chore.thread  # beside the batches, not between them
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from entities.models import AnswerRecord, AnswerRecordEntity
 from entities.questions import answer_signal_event_id
 from entities.retrieval import SearchHit
 from entities.selectors import answers_past_watermark, answers_unsettled
-from entities.services import answer_record_create, answer_records_prune
+from entities.services import answer_record_create, answer_record_signals, answer_records_prune
 from streams.events import event_parse
 from tests.entities.catalog import catalog_create
 from tests.entities.factories import EntityFactory, UserFactory
@@ -57,6 +57,8 @@ def test_each_returned_entity_gets_a_row_with_the_answers_time_and_question(db, 
     assert [(row.entity_id, row.role, row.rank) for row in rows] == [
         (uuid.UUID(item["id"]), item["role"], item["rank"]) for item in record.entities
     ]
+    # The event id of the signal sent for it, which reconciliation checks against the inbox.
+    assert [row.event_id for row in rows] == [signal.event_id for signal in answer_record_signals(record)]
     assert {(row.asked_at, row.question_normalized) for row in rows} == {(record.asked_at, "who is chris mansolillo")}
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from entities.questions import answer_signal_event_id, answer_signal_event_id_hex, question_normalize
+from entities.questions import answer_signal_event_id, question_normalize
 
 
 @pytest.mark.parametrize(
@@ -50,10 +50,3 @@ def test_event_ids_are_uuid5_of_answer_and_entity_and_differ_per_entity():
         answer_id=answer, entity_id=second
     )
     assert answer_signal_event_id(answer_id=answer, entity_id=first).version == 5
-
-
-def test_the_bulk_event_id_text_is_the_event_id():
-    for _ in range(200):
-        answer, entity = uuid.uuid4(), uuid.uuid4()
-        expected = answer_signal_event_id(answer_id=answer, entity_id=entity)
-        assert answer_signal_event_id_hex(answer_id=answer.bytes, entity_id=str(entity)) == expected.hex

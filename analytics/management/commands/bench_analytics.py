@@ -113,8 +113,10 @@ SELECT a.id, a.at, a.user_id, 'Who is bench person ' || a.q || '?', 'who is benc
        ), '[]'::jsonb),
        a.returned, least(a.returned, 1), 12.5, 'extractive'
 FROM bench_answer AS a ORDER BY a.at;
-INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank)
-SELECT a.id, r.entity_id, a.at, 'who is bench person ' || a.q, CASE WHEN k = 1 THEN 'subject' ELSE 'related' END, k
+-- Random event ids: no reader measured here looks at them (the answer path derives them, see bench_pipeline).
+INSERT INTO entities_answerrecordentity (answer_id, entity_id, asked_at, question_normalized, role, rank, event_id)
+SELECT a.id, r.entity_id, a.at, 'who is bench person ' || a.q, CASE WHEN k = 1 THEN 'subject' ELSE 'related' END, k,
+       gen_random_uuid()
 FROM bench_answer AS a CROSS JOIN LATERAL generate_series(1, a.returned) AS k
 JOIN bench_rank AS r ON r.rank = 1 + (a.q + k - 1) %% %(entities)s
 ORDER BY a.at;

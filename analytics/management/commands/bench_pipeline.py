@@ -34,7 +34,14 @@ from django.db.models import F, Sum
 
 from analytics.demand import demand_windows_roll
 from analytics.models import DemandBucket
-from entities.models import AnswerReconcileMark, AnswerRecord, AnswerSignalsPending, Entity, EntityDemand
+from entities.models import (
+    AnswerReconcileMark,
+    AnswerRecord,
+    AnswerRecordEntity,
+    AnswerSignalsPending,
+    Entity,
+    EntityDemand,
+)
 from entities.questions import answer_signal_event_id
 from entities.selectors import answers_past_watermark
 from entities.services import answer_signals_reconcile, demo_entities_seed
@@ -253,7 +260,8 @@ class Command(BaseCommand):
 
     @staticmethod
     def _records_create(answers: list[BenchAnswer]) -> None:
-        """The answers' records, asked in the past (so the reconciliation finds them due)."""
+        """The answers' records and entity rows (as answer_record_create writes them), asked in the past (so the
+        reconciliation finds them due)."""
         records = [
             AnswerRecord(
                 id=answer.id,
@@ -271,7 +279,21 @@ class Command(BaseCommand):
             )
             for answer in answers
         ]
+        rows = [
+            AnswerRecordEntity(
+                answer_id=answer.id,
+                entity_id=s.entity_id,
+                asked_at=s.timestamp,
+                question_normalized="who greenlit this",
+                role=s.role,
+                rank=s.rank,
+                event_id=s.event_id,
+            )
+            for answer in answers
+            for s in answer.signals
+        ]
         AnswerRecord.objects.bulk_create(records, batch_size=5000)
+        AnswerRecordEntity.objects.bulk_create(rows, batch_size=5000)
 
     @staticmethod
     def _publish(workload: list[BenchAnswer]) -> tuple[int, float]:
