@@ -235,8 +235,15 @@ def inbox_counted(*, event_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
 
 
 def inbox_contains_sql(*, event_id: str) -> str:
-    """SQL condition: the inbox holds `event_id` (a uuid SQL expression), i.e. its effects are committed."""
-    return f"EXISTS (SELECT 1 FROM streams_processedevent AS inbox WHERE inbox.event_id = {event_id})"  # noqa: S608
+    """SQL condition: the inbox holds `event_id` (a uuid SQL expression), i.e. its effects are committed.
+
+    One primary-key probe per row: `OFFSET 0` keeps PostgreSQL from turning the EXISTS into a hash anti-join,
+    which reads the whole inbox (INBOX_RETENTION_DAYS of events) to check a page of a few thousand ids.
+    """
+    return (
+        "EXISTS (SELECT 1 FROM streams_processedevent AS inbox"  # noqa: S608 - an SQL expression, not a value
+        f" WHERE inbox.event_id = {event_id} OFFSET 0)"
+    )
 
 
 def outbox_waiting() -> bool:
