@@ -17,11 +17,13 @@ class EntitiesConfig(AppConfig):
         entity_types_register(EntityType.values)
         batch_handler_register(BatchHandler(stream_setting="STREAM_UPDATE_REQUESTS", apply=update_request_batch_apply))
         # Signals of answers still uncounted ANSWER_RECONCILE_AFTER_SECONDS after they were sent (Redis lost
-        # them) are re-sent from the answer records; twice per bound keeps the delay under 1.5 bounds.
+        # them) are re-sent from the answer records; twice per bound keeps the delay under 1.5 bounds. In a
+        # thread of its own: its statements (an inbox probe per signal) run beside the batches, not between.
         chore_register(
             Chore(
                 name="answer_signals_reconcile",
                 run=answer_signals_reconcile,
                 interval=settings.ANSWER_RECONCILE_AFTER_SECONDS / 2,
+                thread=True,
             )
         )
