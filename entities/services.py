@@ -369,7 +369,7 @@ def update_request_batch_apply(events: Sequence[UpdateRequest], prepared: object
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_CHUNK = 10_000  # answers' entity rows (signals) per page
+RECONCILE_CHUNK = 10_000  # per page: entity rows (signals) of new answers, or pending answers
 PRUNE_CHUNK = 10_000
 
 
